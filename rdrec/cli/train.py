@@ -1,0 +1,70 @@
+"""rdrec-train: fit a strategy, evaluate its best checkpoint on val and test, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import wandb
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+
+from rdrec.utils.instantiate import instantiate_list
+from rdrec.utils.report import metrics_table, write_metrics
+from rdrec.utils.errors import report_data_errors
+from rdrec.utils.resolvers import CONFIG_DIR
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()  # the module's size depends on the data
+    module = instantiate(
+        cfg.strategy,
+        num_items=datamodule.num_items,
+        num_users=datamodule.num_users,
+        protocols=instantiate(cfg.eval.protocols),
+        ks=list(cfg.eval.ks),
+        mrr_k=cfg.eval.mrr_k,
+    )
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
+        ckpt = best or (None if cfg.train else cfg.ckpt_path)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        metrics = dict(module.eval_results)  # float64; the loggers' copies are float32
+    if trainer.is_global_zero:
+        write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        print(f"\n{cfg.data.source._target_.rsplit('.', 1)[-1]} · {cfg.strategy._target_.rsplit('.', 1)[-1]}")
+        print(metrics_table(metrics))
+        log.info("run directory: %s", cfg.paths.output_dir)
+    for logger in loggers:
+        logger.finalize("success")  # flush what validate/test logged after fit's own finalize
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        wandb.finish()  # one wandb run per job, also when a multirun executes many jobs in one process
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@report_data_errors
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.eval.monitor)  # the value an Optuna sweeper optimises
+
+
+if __name__ == "__main__":
+    main()

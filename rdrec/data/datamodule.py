@@ -1,0 +1,102 @@
+"""LightningDataModule for sequential recommendation: cached preparation, leak-free views, persisted candidates."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader
+
+from rdrec.data.batches import EvalExamples, TrainSequences
+from rdrec.data.candidates import load_or_create
+from rdrec.data.pipeline import prepare_dataset
+from rdrec.data.sources.base import Source
+from rdrec.data.split import SplitConfig
+
+log = logging.getLogger(__name__)
+
+
+class SeqRecDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        source: Source,
+        split: SplitConfig,
+        cache_dir: str,
+        candidate_lists: dict | None = None,
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.source, self.split, self.cache_dir = source, split, Path(cache_dir)
+        # {name: {kind: sampled|shown, size: int, strategy: uniform|popularity}}
+        self.candidate_specs = {k: dict(v) for k, v in (candidate_lists or {}).items() if v is not None}
+        self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.dataset = None
+        self._eval: dict[str, EvalExamples] = {}
+
+    # Lightning calls prepare_data on one process per node and setup on every process; both are idempotent
+    # and the entry point calls them once up front to learn num_items before the module is built.
+    def prepare_data(self) -> None:
+        prepared = prepare_dataset(self.source, self.split, self.cache_dir, log=log.info)
+        for stage in ("valid", "test"):
+            self._candidate_lists(prepared, stage)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        self.dataset = prepare_dataset(self.source, self.split, self.cache_dir, log=log.info)
+        self.train_view = self.dataset.train_view()
+        for name in ("valid", "test"):
+            view = self.dataset.eval_view(name)
+            self._eval[name] = EvalExamples(view, self._candidate_lists(self.dataset, name), self.max_len)
+
+    def _candidate_lists(self, prepared, stage: str) -> dict:
+        return {
+            name: load_or_create(
+                self.cache_dir, spec["kind"], prepared, stage, spec["size"], spec.get("strategy", "uniform"),
+                self.split.seed,
+            )
+            for name, spec in self.candidate_specs.items()
+        }
+
+    # ---- what modules may ask of the data (no file formats) ---------------------------------------------
+    @property
+    def num_items(self) -> int:
+        return self.dataset.num_items
+
+    @property
+    def num_users(self) -> int:
+        return self.dataset.num_users
+
+    def train_item_counts(self):
+        return self.train_view.item_counts
+
+    def eval_users(self, stage: str):
+        return self._eval[stage].view.users
+
+    # ---- loaders -----------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        data = TrainSequences(self.train_view.sequences, self.max_len)
+        return DataLoader(
+            data, batch_size=self.batch_size, shuffle=True, collate_fn=data.collate, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        data = self._eval[stage]
+        # Lightning's default distributed sampler pads with repeated users; evaluation must see each user once.
+        sampler = UnrepeatedDistributedSampler(data, shuffle=False) if dist.is_available() and dist.is_initialized() else None
+        return DataLoader(
+            data, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=data.collate, num_workers=self.num_workers
+        )

@@ -1,0 +1,58 @@
+"""Source → canonical → prepared, each stage cached under ``cache_dir/<name>/`` by a fingerprint of its inputs.
+
+    cache_dir/<name>/canonical-<source fp[:16]>       CanonicalDataset
+    cache_dir/<name>/prepared-<sha(source fp, split)[:16]>   PreparedDataset
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from rdrec.data.cache import build_cached, source_fingerprint, stable_hash
+from rdrec.data.canonical import CanonicalDataset
+from rdrec.data.prepared import PreparedDataset
+from rdrec.data.sources.base import Source
+from rdrec.data.split import SplitConfig, prepare
+
+#: bump when ``prepare`` changes what it produces, so old caches are not reused
+PREPARE_VERSION = 1
+
+
+def load_canonical(
+    source: Source, cache_dir: str | Path, log: Callable[[str], None] = print, fingerprint: str | None = None
+) -> CanonicalDataset:
+    fingerprint = fingerprint or source_fingerprint(source)
+    path = Path(cache_dir) / source.name / f"canonical-{fingerprint[:16]}"
+    return _stage(
+        "canonical", path, log,
+        build=source.load,
+        save=lambda ds, p: ds.save(p),
+        load=lambda p: CanonicalDataset.load(p, name=source.name),
+    )
+
+
+def prepare_dataset(
+    source: Source, split: SplitConfig, cache_dir: str | Path, log: Callable[[str], None] = print
+) -> PreparedDataset:
+    split.validate()  # fail on a bad config before reading any file
+    source_fp = source_fingerprint(source)
+    fingerprint = stable_hash({"source": source_fp, "split": asdict(split), "version": PREPARE_VERSION})
+    path = Path(cache_dir) / source.name / f"prepared-{fingerprint[:16]}"
+
+    def build() -> PreparedDataset:
+        # The canonical stage is only needed (and only loaded) when the prepared one must be built.
+        prepared = prepare(load_canonical(source, cache_dir, log, source_fp), split)
+        prepared.fingerprint = fingerprint
+        return prepared
+
+    prepared = _stage("prepared", path, log, build=build, save=lambda ds, p: ds.save(p), load=PreparedDataset.load)
+    prepared.fingerprint = fingerprint
+    return prepared
+
+
+def _stage(what: str, path: Path, log: Callable[[str], None], build, save, load):
+    # One line per stage, before the work, so a long build shows what it is doing.
+    log(f"{what}: {'loading' if path.exists() else 'building'} {path}")
+    return build_cached(path, build, save, load)

@@ -1,0 +1,66 @@
+"""Evaluation shared by every strategy: the module scores, the protocols and metrics do the rest.
+
+A strategy subclasses ``RecModule`` and implements ``score_all(batch)`` (scores for item ids 0..num_items,
+column 0 = padding) and, when it can score a candidate list more cheaply than all items,
+``score_candidates(batch, candidates)``. Validation and test then run every configured protocol through the
+same ``RankingMetrics``, so all strategies are measured identically (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from rdrec.eval.ranking import RankingMetrics
+
+STAGES = {"val": "valid", "test": "test"}
+
+
+class RecModule(pl.LightningModule):
+    def __init__(self, protocols: dict, ks=(1, 5, 10, 20), mrr_k: int | None = None):
+        super().__init__()
+        self.protocols = {name: p for name, p in protocols.items() if p is not None}
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_{name}": RankingMetrics(ks=tuple(ks), mrr_k=mrr_k) for stage in STAGES for name in self.protocols}
+        )
+        # results of the last finished evaluation of each stage/protocol, at full (float64) precision, and the
+        # per-user ranks behind them: {"test/sampled/hr@10": 0.41, …}, {"test/sampled": (users, ranks)}
+        self.eval_results: dict[str, float] = {}
+        self.eval_ranks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ---- the scoring interface ---------------------------------------------------------------------------
+    def score_all(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_candidates(self, batch: dict, candidates: torch.Tensor) -> torch.Tensor:
+        return self.score_all(batch).gather(1, candidates)
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._update_metrics(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._update_metrics(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def _update_metrics(self, batch: dict, stage: str) -> None:
+        with torch.no_grad():
+            for name, protocol in self.protocols.items():
+                scores, target_index, valid = protocol(self, batch)
+                self.metrics[f"{stage}_{name}"].update(scores, target_index, batch["user"], valid)
+
+    def _log_metrics(self, stage: str) -> None:
+        for name, protocol in self.protocols.items():
+            metric = self.metrics[f"{stage}_{name}"]
+            prefix = protocol.metric_prefix(stage)
+            values = metric.compute()  # already gathered across processes
+            self.eval_ranks[prefix] = metric.per_user()
+            results = {f"{prefix}/{k}": float(v) for k, v in values.items()}
+            self.eval_results.update(results)
+            self.log_dict(results, sync_dist=False)
+            metric.reset()

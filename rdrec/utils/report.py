@@ -1,0 +1,38 @@
+"""metrics.json (DESIGN §3) and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_metrics(path: str | Path, metrics: dict[str, float]) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def metrics_table(metrics: dict[str, float], stage: str = "test") -> str:
+    """Markdown table: one row per protocol (`full` for keys `test/<metric>`), one column per metric."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if parts[0] != stage:
+            continue
+        protocol = "full" if len(parts) == 2 else "/".join(parts[1:-1])
+        rows.setdefault(protocol, {})[parts[-1]] = value
+    if not rows:
+        return f"(no {stage} metrics)"
+    columns = sorted({c for r in rows.values() for c in r}, key=_metric_order)
+    lines = ["| protocol | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for protocol, row in rows.items():
+        cells = [f"{row[c]:.4f}" if c in row else "" for c in columns]
+        lines.append(f"| {protocol} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _metric_order(name: str):
+    base, _, k = name.partition("@")
+    return ({"hr": 0, "ndcg": 1, "mrr": 2}.get(base, 3), int(k) if k.isdigit() else 0, name)

@@ -1,0 +1,77 @@
+"""What the datamodule serves: training batches hold training interactions only; eval batches are aligned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+
+from tests.conftest import compose_cfg
+
+
+def _datamodule(tmp_path, overrides):
+    dm = instantiate(compose_cfg("train", tmp_path, overrides).data)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def _assert_training_side_is_leak_free(dm):
+    inter = dm.dataset.interactions
+    held_out = inter[inter["split"] != "train"]
+    full = {u: g["item"].to_numpy() for u, g in inter.groupby("user")}
+    # 1) every training batch row is exactly the tail of the user's interactions before validation
+    for batch in dm.train_dataloader():
+        for user, row in zip(batch["user"].tolist(), batch["items"].numpy()):
+            served = row[row > 0]
+            expected = full[user][:-2][-dm.max_len:]
+            np.testing.assert_array_equal(served, expected)
+    # 2) no held-out review text anywhere in what training code can reach (templated synthetic reviews can
+    #    repeat across users, so look for the texts that only held-out interactions have)
+    view = dm.train_view
+    train_texts = set(inter.loc[inter["split"] == "train", "review"].dropna())
+    texts = [t for t in held_out["review"].dropna() if t and t not in train_texts]
+    assert len(texts) > 0 or held_out["review"].isna().all()
+    reachable = " ".join(view.reviews["review"].dropna()) + " ".join(map(str, view.items.to_numpy().ravel()))
+    assert not any(t in reachable for t in texts)
+    # 3) held-out (user, item) pairs are not among the training reviews or counts beyond train occurrences
+    train_pairs = set(zip(view.reviews["user"], view.reviews["item"]))
+    only_held_out = held_out[~held_out.set_index(["user", "item"]).index.isin(
+        inter[inter["split"] == "train"].set_index(["user", "item"]).index)]
+    assert not train_pairs & set(zip(only_held_out["user"], only_held_out["item"]))
+    train_counts = np.bincount(inter.loc[inter["split"] == "train", "item"], minlength=dm.num_items + 1)
+    np.testing.assert_array_equal(view.item_counts, train_counts)
+
+
+def test_synthetic_training_batches_hold_no_validation_or_test_data(tmp_path):
+    dm = _datamodule(tmp_path, ["data=synthetic"])
+    assert dm.dataset.interactions["review"].notna().any()  # the check below has texts to look for
+    _assert_training_side_is_leak_free(dm)
+
+
+@pytest.mark.slow
+def test_ml100k_training_batches_hold_no_validation_or_test_data(tmp_path, ml100k_root):
+    dm = _datamodule(tmp_path, ["data=ml100k", f"data.source.root={ml100k_root}"])
+    assert dm.num_users == 943 and dm.num_items == 1682
+    _assert_training_side_is_leak_free(dm)
+
+
+def test_eval_batches_carry_aligned_candidates(tmp_path):
+    dm = _datamodule(tmp_path, ["data=synthetic", "eval=llm"])
+    for stage, loader in (("valid", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        seen_users = []
+        for batch in loader:
+            seen_users += batch["user"].tolist()
+            for name in ("sampled", "candidates"):
+                cands, idx = batch[f"{name}_candidates"], batch[f"{name}_target_index"]
+                assert (cands.gather(1, idx[:, None]).squeeze(1) == batch["target"]).all()
+                # no candidate other than the positive is in the user's history
+                seen = batch["seen"]
+                hit = (cands[:, :, None] == seen[:, None, :]) & (seen[:, None, :] > 0)
+                assert not hit.any(dim=2).scatter(1, idx[:, None], False).any()
+            # history is the tail of seen, left-padded
+            for h, s in zip(batch["history"].numpy(), batch["seen"].numpy()):
+                s = s[s > 0]
+                np.testing.assert_array_equal(h[h > 0], s[-dm.max_len:])
+        np.testing.assert_array_equal(sorted(seen_users), dm.eval_users(stage))
+    assert batch["candidates_candidates"].shape[1] == 20 and batch["sampled_candidates"].shape[1] == 101
