@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rdrec-train experiment=quickstart
+	$(BIN)/rdrec-train -m experiment=quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

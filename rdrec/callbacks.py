@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
+import torch
+
+from rdrec.eval.protocols import FullRanking
 
 
 class SaveRanks(pl.Callback):
@@ -34,3 +37,43 @@ class SaveRanks(pl.Callback):
                 tmp = path.with_suffix(".csv.tmp")
                 pd.DataFrame({"user": users, "rank": ranks.cpu().numpy()}).to_csv(tmp, index=False)
                 os.replace(tmp, path)
+
+
+class SaveTopK(pl.Callback):
+    """After testing, writes every evaluated user's top-k items to ``<dirpath>/<stage>.parquet``.
+
+    Columns ``user``, ``items`` (k ids, best first), ``scores``. Stage ``valid`` ranks from the training
+    history, stage ``test`` from training + validation: DELRec and SLIM read these as the SR model's
+    predictions. Seen items are left out like the full protocol does (``exclude_seen``).
+    """
+
+    def __init__(self, dirpath: str, k: int = 50, exclude_seen: bool = True, stages=("valid", "test")):
+        self.dirpath, self.k, self.stages = Path(dirpath), k, tuple(stages)
+        self.protocol = FullRanking(exclude_seen=exclude_seen)
+
+    @torch.no_grad()
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not hasattr(pl_module, "score_all"):
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        loaders = {"valid": trainer.datamodule.val_dataloader, "test": trainer.datamodule.test_dataloader}
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        for stage in self.stages:
+            rows = []
+            for batch in loaders[stage]():
+                batch = {key: value.to(pl_module.device) for key, value in batch.items()}
+                scores, _, valid = self.protocol(pl_module, batch)
+                scores = scores.masked_fill(~valid, float("-inf"))
+                # the target is kept rankable by the protocol; for predictions it is just another item
+                top = scores.topk(min(self.k, scores.shape[1] - 1), dim=1)
+                rows.append(pd.DataFrame({
+                    "user": batch["user"].cpu().numpy(),
+                    "items": list(top.indices.cpu().numpy()),
+                    "scores": list(top.values.float().cpu().numpy()),
+                }))
+            path = self.dirpath / f"{stage}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            pd.concat(rows, ignore_index=True).to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        pl_module.train(was_training)

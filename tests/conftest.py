@@ -52,8 +52,3 @@ def run_cli(name: str, args: list[str], cwd: Path, timeout: float = 600) -> subp
     if proc.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
-
-
-@pytest.fixture
-def fast_trainer_overrides() -> list[str]:
-    return ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]

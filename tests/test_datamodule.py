@@ -20,12 +20,19 @@ def _assert_training_side_is_leak_free(dm):
     inter = dm.dataset.interactions
     held_out = inter[inter["split"] != "train"]
     full = {u: g["item"].to_numpy() for u, g in inter.groupby("user")}
-    # 1) every training batch row is exactly the tail of the user's interactions before validation
+    # 1) every training window is a slice of the user's interactions before validation, and the windows'
+    #    targets (all but each window's first item) cover each of those interactions exactly once
+    targets: dict[int, list] = {}
     for batch in dm.train_dataloader():
+        assert batch["items"].shape[1] == dm.max_len + 1
         for user, row in zip(batch["user"].tolist(), batch["items"].numpy()):
-            served = row[row > 0]
-            expected = full[user][:-2][-dm.max_len:]
-            np.testing.assert_array_equal(served, expected)
+            served, train = row[row > 0], full[user][:-2]
+            starts = [i for i in range(len(train) - len(served) + 1) if (train[i : i + len(served)] == served).all()]
+            assert starts, f"user {user}: served window is not a slice of the training sequence"
+            targets.setdefault(user, []).append((starts[-1] + 1, starts[-1] + len(served)))
+    for user, spans in targets.items():
+        covered = sorted(i for a, b in spans for i in range(a, b))
+        assert covered == list(range(1, len(full[user]) - 2)), user
     # 2) no held-out review text anywhere in what training code can reach (templated synthetic reviews can
     #    repeat across users, so look for the texts that only held-out interactions have)
     view = dm.train_view

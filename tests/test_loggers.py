@@ -16,7 +16,7 @@ from tests.conftest import compose_cfg
 def test_wandb_offline_run_dir_holds_the_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_cfg("train", tmp_path, ["data=synthetic", "logger=wandb", "trainer.enable_progress_bar=false"])
+    cfg = compose_cfg("train", tmp_path, ["data=synthetic", "strategy=pop", "logger=wandb", "trainer.enable_progress_bar=false"])
     assert cfg.logger.wandb.offline is True
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
@@ -31,7 +31,7 @@ def test_wandb_offline_run_dir_holds_the_metrics(tmp_path, monkeypatch):
 
 
 def test_tensorboard_writes_event_files(tmp_path):
-    cfg = compose_cfg("train", tmp_path, ["data=synthetic", "logger=tensorboard", "trainer.enable_progress_bar=false"])
+    cfg = compose_cfg("train", tmp_path, ["data=synthetic", "strategy=pop", "logger=tensorboard", "trainer.enable_progress_bar=false"])
     train(cfg)
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     # TensorBoard tags may not contain "@": they read test/hr_10

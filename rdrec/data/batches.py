@@ -3,8 +3,8 @@
 Training batches come only from ``PreparedDataset.train_view()``; evaluation batches only from
 ``eval_view(stage)``. Keys (all LongTensors):
 
-* train: ``user`` [B], ``items`` [B, L] — the user's last ≤ L training items, left-padded with 0 so the most
-  recent item is in the last column;
+* train: ``user`` [B], ``items`` [B, L + 1] — a window of the user's training items, left-padded with 0 so the
+  most recent item is in the last column (inputs are the first L columns, next-item targets the last L);
 * eval: ``user`` [B], ``history`` [B, L] (left-padded, most recent last), ``target`` [B], ``seen`` [B, S] (every
   item before the target, right-padded with 0, for seen-item exclusion) and, per candidate list ``name``,
   ``{name}_candidates`` [B, C] and ``{name}_target_index`` [B].
@@ -38,23 +38,35 @@ def right_pad(seqs: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 class TrainSequences(Dataset):
-    """One example per user with at least one training item."""
+    """Training windows of up to ``max_len + 1`` items cut from the end of each user's training sequence.
 
-    def __init__(self, sequences: list[np.ndarray], max_len: int):
-        self.users = np.array([u for u, seq in enumerate(sequences) if len(seq)], dtype=np.int64)
+    Consecutive windows share one item, so with ``stride=None`` (one window per user: the most recent, as in
+    the SASRec paper) only the last ``max_len`` items are targets, and with ``stride=max_len`` every training
+    interaction after the first is a target exactly once per epoch, in the context of up to ``max_len`` items.
+    """
+
+    def __init__(self, sequences: list[np.ndarray], max_len: int, stride: int | None = None):
         self.sequences, self.max_len = sequences, max_len
+        users, ends = [], []
+        for user, seq in enumerate(sequences):
+            n = len(seq)
+            if n < 2:  # a single item predicts nothing
+                continue
+            window_ends = range(n, 1, -stride) if stride else (n,)
+            users += [user] * len(window_ends)
+            ends += list(window_ends)
+        self.users, self.ends = np.array(users, dtype=np.int64), np.array(ends, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.users)
 
     def __getitem__(self, index: int) -> int:
-        return int(self.users[index])
+        return index
 
-    def collate(self, users: list[int]) -> dict[str, torch.Tensor]:
-        return {
-            "user": torch.tensor(users, dtype=torch.long),
-            "items": left_pad([self.sequences[u] for u in users], self.max_len),
-        }
+    def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        users, ends = self.users[rows], self.ends[rows]
+        windows = [self.sequences[u][max(0, e - self.max_len - 1) : e] for u, e in zip(users, ends)]
+        return {"user": torch.from_numpy(users), "items": left_pad(windows, self.max_len + 1)}
 
 
 class EvalExamples(Dataset):

@@ -27,6 +27,7 @@ class SeqRecDataModule(pl.LightningDataModule):
         cache_dir: str,
         candidate_lists: dict | None = None,
         max_len: int = 50,
+        train_stride: int | None = None,
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -35,7 +36,8 @@ class SeqRecDataModule(pl.LightningDataModule):
         self.source, self.split, self.cache_dir = source, split, Path(cache_dir)
         # {name: {kind: sampled|shown, size: int, strategy: uniform|popularity}}
         self.candidate_specs = {k: dict(v) for k, v in (candidate_lists or {}).items() if v is not None}
-        self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
+        self.max_len, self.train_stride = max_len, train_stride
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.dataset = None
         self._eval: dict[str, EvalExamples] = {}
@@ -82,7 +84,7 @@ class SeqRecDataModule(pl.LightningDataModule):
 
     # ---- loaders -----------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        data = TrainSequences(self.train_view.sequences, self.max_len)
+        data = TrainSequences(self.train_view.sequences, self.max_len, self.train_stride)
         return DataLoader(
             data, batch_size=self.batch_size, shuffle=True, collate_fn=data.collate, num_workers=self.num_workers
         )
