@@ -106,18 +106,5 @@ def real_smollm2_dir() -> Path | None:
     return path if (path / "SOURCE.json").is_file() else None
 
 
-def marker(name: str):
-    """``pytest.mark.<name>`` once pyproject registers it (``--strict-markers``), ``slow`` until then."""
-    import tomllib
-
-    from rdrec.utils.resolvers import ROOT_DIR
-
-    try:
-        markers = tomllib.loads((ROOT_DIR / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        markers = []
-    return getattr(pytest.mark, name) if any(m.split(":")[0].strip() == name for m in markers) else pytest.mark.slow
-
-
-teacher_model = marker("teacher_model")  # needs the shipped SmolLM2 (converted copy present)
-llama_server = marker("llama_server")  # needs llama-cpp-python[server] and the shipped GGUF
+teacher_model = pytest.mark.teacher_model  # needs the shipped SmolLM2 (converted copy present)
+llama_server = pytest.mark.llama_server  # needs llama-cpp-python[server] and the shipped GGUF
