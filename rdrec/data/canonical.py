@@ -14,8 +14,6 @@ On disk each table is an Arrow dataset (🤗 ``datasets``); in memory a pandas D
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rdrec.data.errors import DataError
+from rdrec.utils.atomic import atomic_dir
 
 ITEM_TEXT_COLUMNS = ("title", "brand", "description")
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "review")
@@ -44,18 +43,9 @@ class CanonicalDataset:
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write atomically: a temp dir beside ``path`` renamed into place, so no partial cache is left."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             for table_name, frame in self.tables().items():
                 datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp / table_name))
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None) -> "CanonicalDataset":

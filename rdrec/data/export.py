@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import pandas as pd
 import yaml
 
 from rdrec.data.prepared import PreparedDataset
+from rdrec.utils.atomic import atomic_dir
 
 FORMATS = ("csv", "parquet", "recbole")
 _SPACE = re.compile(r"\s+")
@@ -186,13 +185,5 @@ def _recbole_file(path: Path, frame: pd.DataFrame) -> None:
 
 def _atomic_dir(final: Path, fill) -> None:
     """Fill a temp dir beside ``final`` and rename it into place: readers never see a half-written export."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_dir(final) as tmp:
         fill(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

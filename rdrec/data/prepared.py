@@ -9,8 +9,6 @@ so nothing written into a view can change what the other sees.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rdrec.data.errors import DataError
+from rdrec.utils.atomic import atomic_dir
 
 STAGES = ("train", "valid", "test")
 TABLES = ("users", "items", "interactions")
@@ -112,21 +111,12 @@ class PreparedDataset:
     def save(self, path: str | Path) -> None:
         """Write atomically: a temp dir beside ``path`` renamed into place, so no partial cache is left."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            with _quiet_datasets():
-                for table in TABLES:
-                    frame = getattr(self, table)
-                    datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp / table))
+        with atomic_dir(path) as tmp, _quiet_datasets():
+            for table in TABLES:
+                frame = getattr(self, table)
+                datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp / table))
             meta = {"format_version": FORMAT_VERSION, "name": self.name, "fingerprint": self.fingerprint}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "PreparedDataset":
