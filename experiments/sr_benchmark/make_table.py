@@ -45,6 +45,19 @@ def num(values: list[float], digits: int) -> str:
     return f"{m:.{digits}f}" if len(values) == 1 or max(values) == min(values) else f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def core_of(run: dict) -> str:
+    if run.get("core") is not None:
+        return str(run["core"])
+    parts = run.get("command", "").split()
+    return parts[2] if parts[:2] == ["taskset", "-c"] else "?"
+
+
+def impl_label(run: dict) -> str:
+    if run["implementation"] == "recbole":
+        return "RecBole 1.2.1"
+    return "rdrec †" if run.get("note") else "rdrec"
+
+
 def budget_label(run: dict) -> str:
     if run["budget"].startswith("cap"):
         return f"{run['epochs_cap']} epochs (cap)"
@@ -81,15 +94,19 @@ def main_table(runs: list[dict]) -> str:
         if all(b is not None for b in best):
             ep += " (best " + ",".join(str(b + 1) for b in best) + ")"
         lines.append(
-            f"| {MODEL_NAMES.get(model, model)} | {'RecBole 1.2.1' if impl == 'recbole' else 'rdrec'} | {budget_label(rs[0])} "
+            f"| {MODEL_NAMES.get(model, model)} | {impl_label(rs[0])} | {budget_label(rs[0])} "
             f"| {','.join(str(r['seed']) for r in rs)} "
             f"| {mean_std([m['hr@10'] for m in ex])} | {mean_std([m['ndcg@10'] for m in ex])} | {mean_std([m['mrr@10'] for m in ex])} "
             f"| {mean_std([m['hr@10'] for m in inc])} | {mean_std([m['ndcg@10'] for m in inc])} | {mean_std([m['mrr@10'] for m in inc])} "
             f"| {num([r['train_seconds_per_epoch'] for r in rs], 1)} | {num([r['train_cpu_seconds_per_epoch'] for r in rs], 1)} "
             f"| {ep} | {num([r['eval_seconds_per_pass'] for r in rs], 2)} | {num([r['eval_cpu_seconds_per_pass'] for r in rs], 2)} "
             f"| {num([r['peak_rss_mb'] for r in rs], 0)} | {num([r['wall_seconds'] for r in rs], 0)} "
-            f"| {','.join(sorted({str(r.get('core', '?')) for r in rs}))} |"
+            f"| {','.join(sorted({core_of(r) for r in rs}))} |"
         )
+    notes = sorted({r["note"] for r in runs if r.get("note")})
+    if notes:
+        lines.append("")
+        lines.extend(f"† {n}" for n in notes)
     return "\n".join(lines)
 
 

@@ -139,6 +139,9 @@ def run_rdrec(seqrec: str, seed: int, epochs: int | None, label: str, overrides:
         "test": {"seen_excluded": group("test/"), "seen_included": group("test/full_seen/")},
         "val": {"seen_excluded": group("val/"), "seen_included": group("val/full_seen/")},
         "timing": timing, **m,
+        # the resolved config of the run (batch size, model hyper-parameters, …) as Hydra saved it
+        "hydra_config": (rundir / ".hydra" / "config.yaml").read_text(),
+        "hydra_overrides": (rundir / ".hydra" / "overrides.yaml").read_text(),
     }
 
 

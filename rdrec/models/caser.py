@@ -34,7 +34,7 @@ class Caser(SequentialRecommender):
         d = embedding_size
         self.num_items, self.num_users, self.window, self.hidden_size = num_items, num_users, window, 2 * d
         self.item_embedding = nn.Embedding(num_items + 1, d, padding_idx=0)
-        self.user_embedding_table = nn.Embedding(num_users, d)
+        self.user_embedding_table = nn.Embedding(num_users + 1, d)  # user ids are 1..num_users; 0 unused
         # A horizontal filter of height h spanning all D columns is a Conv1d over time with D input channels.
         self.conv_h = nn.ModuleList(nn.Conv1d(d, num_horizontal, h) for h in range(1, window + 1))
         # A vertical filter [window × 1] is a weighted sum of the window's rows, shared across the D columns.
