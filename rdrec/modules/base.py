@@ -49,9 +49,10 @@ class RecModule(pl.LightningModule):
         self._log_metrics("test")
 
     def _update_metrics(self, batch: dict, stage: str) -> None:
+        scorer = _ScoreAllOnce(self)  # e.g. eval=benchmark's two full-ranking protocols share one forward pass
         with torch.no_grad():
             for name, protocol in self.protocols.items():
-                scores, target_index, valid = protocol(self, batch)
+                scores, target_index, valid = protocol(scorer, batch)
                 self.metrics[f"{stage}_{name}"].update(scores, target_index, batch["user"], valid)
 
     def _log_metrics(self, stage: str) -> None:
@@ -64,3 +65,23 @@ class RecModule(pl.LightningModule):
             self.eval_results.update(results)
             self.log_dict(results, sync_dist=False)
             metric.reset()
+
+
+class _ScoreAllOnce:
+    """The module's scoring interface for one batch, with ``score_all`` computed at most once.
+
+    Protocols never modify the scores they receive, so sharing the tensor between them is safe.
+    """
+
+    def __init__(self, module: RecModule):
+        self.module, self._all = module, None
+
+    def score_all(self, batch: dict) -> torch.Tensor:
+        if self._all is None:
+            self._all = self.module.score_all(batch)
+        return self._all
+
+    def score_candidates(self, batch: dict, candidates: torch.Tensor) -> torch.Tensor:
+        if type(self.module).score_candidates is RecModule.score_candidates:  # the default gathers from score_all
+            return self.score_all(batch).gather(1, candidates)
+        return self.module.score_candidates(batch, candidates)
