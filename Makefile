@@ -12,13 +12,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,sweep]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rdrec-train -m experiment=quickstart
+	$(BIN)/rdrec-pipeline
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

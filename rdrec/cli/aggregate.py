@@ -1,26 +1,42 @@
-"""rdrec-aggregate <run or multirun dirs…>: print (and optionally write) the comparison table."""
+"""rdrec-aggregate <run or multirun dirs…>: the comparison table of their runs (mean ± std over seeds, best in
+bold, paired t-test p-values against a baseline), written with a CSV and a plot per metric.
+
+Examples:
+  rdrec-aggregate logs/train/multiruns/2026-11-22_10-00-00
+  rdrec-aggregate logs/train/multiruns/* --baseline strategy=pop --within data --x strategy --metrics 'test/*@10'
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from rdrec.aggregate import DEFAULT_METRICS, load_runs, summary_table
+from rdrec.aggregate import aggregate
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("dirs", nargs="+", help="run or multirun directories (searched recursively)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
-    parser.add_argument("--out", type=Path, help="also write the table (Markdown) and the runs (CSV) here")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun directories (searched recursively)")
+    parser.add_argument("--metrics", nargs="+", help="metric names or patterns (default: HR@10, NDCG@10, MRR, "
+                        "sampled HR@10 / NDCG@10 when present)")
+    parser.add_argument("--baseline", help="the setting to test against, e.g. 'strategy=pop': each setting is "
+                        "paired with the baseline that has its other keys (same dataset, …)")
+    parser.add_argument("--within", nargs="+", default=[], metavar="KEY",
+                        help="mark the best per column within groups of these keys (e.g. data)")
+    parser.add_argument("--x", help="the ablation key on the plot's x axis (default: the key with most values)")
+    parser.add_argument("--out", type=Path, help="where table.md, summary.csv, runs.csv and metrics.png go "
+                        "(default: <first dir>/aggregate)")
+    parser.add_argument("--no-write", action="store_true", help="only print the table")
     args = parser.parse_args(argv)
-    runs = load_runs(args.dirs)
-    table = summary_table(runs, args.metrics)
+    out = None if args.no_write else (args.out or args.dirs[0] / "aggregate")
+    try:
+        table = aggregate(args.dirs, out=out, metrics=args.metrics, baseline=args.baseline, within=args.within, x=args.x)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"rdrec-aggregate: error: {err}")
     print(table)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "table.md").write_text(table + "\n")
-        runs.to_csv(args.out / "runs.csv", index=False)
+    if out is not None:
+        print(f"\nwritten: {out}/table.md, summary.csv, runs.csv, metrics.png")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
+import rdrec.wandb_logging  # noqa: F401 - registers the resolvers conf/logger/wandb.yaml uses
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.report import metrics_table, write_metrics
 from rdrec.utils.errors import report_data_errors

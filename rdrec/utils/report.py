@@ -1,4 +1,4 @@
-"""metrics.json (DESIGN §3) and the table printed at the end of a run."""
+"""metrics.json (DESIGN §3), the table printed at the end of a run, and Markdown tables in general."""
 
 from __future__ import annotations
 
@@ -25,14 +25,19 @@ def metrics_table(metrics: dict[str, float], stage: str = "test") -> str:
         rows.setdefault(protocol, {})[parts[-1]] = value
     if not rows:
         return f"(no {stage} metrics)"
-    columns = sorted({c for r in rows.values() for c in r}, key=_metric_order)
-    lines = ["| protocol | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for protocol, row in rows.items():
-        cells = [f"{row[c]:.4f}" if c in row else "" for c in columns]
-        lines.append(f"| {protocol} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    columns = sorted({c for r in rows.values() for c in r}, key=metric_order)
+    body = [[protocol, *(f"{row[c]:.4f}" if c in row else "" for c in columns)] for protocol, row in rows.items()]
+    return markdown_table(["protocol", *columns], body)
 
 
-def _metric_order(name: str):
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` inside a cell is escaped)."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
+def metric_order(name: str):
     base, _, k = name.partition("@")
     return ({"hr": 0, "ndcg": 1, "mrr": 2}.get(base, 3), int(k) if k.isdigit() else 0, name)

@@ -1,0 +1,203 @@
+"""DELRec comparison on MovieLens-100K: the SR model alone, DELRec and its ablations, over seeds.
+
+Every row ranks the same persisted K-candidate lists (the SASRec run's top items + random items, seeded order)
+for the same users, through the shared evaluator; numbers are HR@1, HR@5, NDCG@5 (mean ± std over seeds), and
+each LLM stage's median seconds per optimizer step and peak resident memory (the run's process, from wait4).
+
+    python experiments/delrec/run.py                       # CPU settings (conf/experiment/delrec_ml100k_cpu.yaml)
+    python experiments/delrec/run.py --seeds 1 --variants delrec no_stage1 --eval-users 50 --train-batches 20
+    python experiments/delrec/run.py --experiment delrec_ml100k_gpu  # the paper's setting on a GPU
+
+Runs are plain ``rdrec-train`` calls (printed before they start) into ``--work``; a finished run is skipped when
+the script is started again, so a killed comparison resumes. SR teachers that are missing are trained first
+(``rdrec-train strategy=sr``, training data only). Results: ``<work>/results.csv`` (one row per run) and
+``<work>/results.md`` (the table), written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+METRICS = ("hr@1", "hr@5", "ndcg@5")
+
+# variant -> (stage-1 options or None when the variant reuses another's stage 1, stage-2 options)
+VARIANTS = {
+    "delrec": ({"tasks": "[ta,rps]"}, {}),
+    "no_ta": ({"tasks": "[rps]"}, {}),
+    "no_rps": ({"tasks": "[ta]"}, {}),
+    "no_stage1": (None, {"strategy.soft_prompt": "null"}),
+    "no_adalora": ("delrec", {"strategy.adalora": "null", "train": "false"}),
+    "teacher_gru4rec": ({"tasks": "[ta,rps]", "teacher": "gru4rec"}, {}),
+    "teacher_caser": ({"tasks": "[ta,rps]", "teacher": "caser"}, {}),
+    "soft100": ({"tasks": "[ta,rps]", "delrec.num_soft_tokens": "100"}, {"delrec.num_soft_tokens": "100"}),
+}
+
+
+def run(args: list[str], log: Path, skip_if: Path) -> dict:
+    """One rdrec-train process; returns its wall time and peak RSS. Skipped when ``skip_if`` exists.
+    (Start the script itself with ``nice`` on a shared machine: its runs inherit the priority.)"""
+    if skip_if.exists():
+        print(f"  done already: {skip_if.parent}", flush=True)
+        return {}
+    cmd = [str(BIN / "rdrec-train"), *args]
+    print("  $ rdrec-train " + " ".join(args), flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "WANDB_MODE": "offline"})
+        _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"failed ({status}); see {log}")
+    return {"wall_seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def sr_run(work: Path, model: str, seed: int, epochs: int) -> Path:
+    out = work / "sr" / f"{model}_seed{seed}"
+    run([f"seqrec={model}", "strategy=sr", f"seed={seed}", "data=ml100k", f"trainer.max_epochs={epochs}",
+         "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"], out.with_suffix(".log"), out / "metrics.json")
+    return out
+
+
+def best_ckpt(run_dir: Path) -> Path:
+    ckpts = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return ckpts[-1]
+
+
+def step_seconds(run_dir: Path) -> float | None:
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    col = "train/seconds_per_step"
+    return float(frame[col].dropna().iloc[-1]) if col in frame and frame[col].notna().any() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--variants", nargs="+", default=["delrec", "no_ta", "no_rps", "no_stage1", "no_adalora"],
+                        choices=sorted(VARIANTS))
+    parser.add_argument("--experiment", default="delrec_ml100k_cpu")
+    parser.add_argument("--eval-users", type=int, default=None, help="override data.eval_users (0: every user)")
+    parser.add_argument("--train-batches", type=int, default=None, help="override trainer.limit_train_batches")
+    parser.add_argument("--sr-epochs", type=int, default=100, help="max epochs of SR teachers trained here")
+    parser.add_argument("--work", type=Path, default=ROOT / "experiments" / "delrec" / "work" / "cmp")
+    parser.add_argument("--sr-dir", type=Path, default=None, help="where SR runs live (default: <work>/..)")
+    parser.add_argument("extra", nargs="*", help="more rdrec-train overrides for every LLM run")
+    args = parser.parse_args()
+    work, sr_root = args.work.resolve(), (args.sr_dir or args.work.parent).resolve()
+    eval_users = args.eval_users if args.eval_users is not None else _eval_users(args.experiment)
+    subset = [f"data.eval_users={eval_users or 'null'}"]
+    list_opts = [e for e in args.extra if e.startswith(("delrec.num_candidates=", "delrec.n_sr="))]
+    common = [f"experiment={args.experiment}", "trainer.enable_progress_bar=false", *subset, *args.extra]
+    if args.train_batches:
+        common.append(f"trainer.limit_train_batches={args.train_batches}")
+
+    rows = []
+    for seed in args.seeds:
+        print(f"seed {seed}", flush=True)
+        sasrec = sr_run(sr_root, "sasrec", seed, args.sr_epochs)
+        lists = [f"seed={seed}", f"delrec.candidate_sr_run={sasrec}"]  # every row ranks the SASRec-built lists
+
+        out = work / f"seed{seed}" / "sr_alone"
+        cost = run(["experiment=delrec_sr_eval", "seqrec=sasrec", *lists, *subset, *list_opts,
+                    f"delrec.sr_run={sasrec}", f"ckpt_path={best_ckpt(sasrec)}", "trainer.enable_progress_bar=false",
+                    f"hydra.run.dir={out}"], out.with_suffix(".log"), out / "metrics.json")
+        rows.append(_row("sr_alone (SASRec)", seed, out, None, cost))
+
+        stage1_runs: dict[str, Path] = {}
+        for variant in args.variants:
+            s1_opts, s2_opts = VARIANTS[variant]
+            if isinstance(s1_opts, str):  # reuses the stage 1 of another variant
+                s1_opts = VARIANTS[s1_opts][0]
+            s1_opts = dict(s1_opts) if s1_opts is not None else None
+            teacher = sasrec
+            if s1_opts and "teacher" in s1_opts:
+                teacher = sr_run(sr_root, s1_opts.pop("teacher"), seed, args.sr_epochs)
+            s1, s1_cost = None, {}
+            if s1_opts is not None:
+                key = json.dumps({**s1_opts, "teacher": str(teacher)}, sort_keys=True)
+                if key in stage1_runs:
+                    s1 = stage1_runs[key]
+                else:
+                    s1 = work / f"seed{seed}" / f"stage1_{variant}"
+                    opts = [f"strategy.tasks={v}" if k == "tasks" else f"{k}={v}" for k, v in s1_opts.items()]
+                    s1_cost = run([*common, "strategy=delrec_stage1", *lists, f"delrec.sr_run={teacher}", *opts,
+                                   f"hydra.run.dir={s1}"], s1.with_suffix(".log"), s1 / "checkpoints" / "last.ckpt")
+                    stage1_runs[key] = s1
+            out = work / f"seed{seed}" / variant
+            s2_args = [*common, "strategy=delrec", *lists, f"delrec.sr_run={teacher}"]
+            if s1 is not None:
+                s2_args.append(f"delrec.stage1_run={s1}")
+            s2_args += [f"{k}={v}" for k, v in s2_opts.items()] + [f"hydra.run.dir={out}"]
+            cost = run(s2_args, out.with_suffix(".log"), out / "metrics.json")
+            rows.append(_row(variant, seed, out, s1, cost, s1_cost))
+            _write(work, rows)
+    _write(work, rows)
+    print((work / "results.md").read_text())
+
+
+def _eval_users(experiment: str) -> int | None:
+    """The experiment config's user subset, passed on explicitly so the SR-alone run ranks the same users."""
+    from hydra import compose, initialize_config_dir
+
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", "strategy=delrec"])
+    return cfg.data.eval_users
+
+
+def _row(variant: str, seed: int, out: Path, stage1: Path | None, cost: dict, s1_cost: dict | None = None) -> dict:
+    metrics = json.loads((out / "metrics.json").read_text())
+    row = {"variant": variant, "seed": seed, "run": str(out)}
+    row.update({m: metrics.get(f"test/delrec/{m}") for m in METRICS})
+    row["stage2_seconds_per_step"] = step_seconds(out)
+    row["stage2_peak_rss_mb"] = cost.get("peak_rss_mb")
+    row["stage2_wall_seconds"] = cost.get("wall_seconds")
+    if stage1 is not None:
+        row["stage1_run"] = str(stage1)
+        row["stage1_seconds_per_step"] = step_seconds(stage1)
+        row["stage1_peak_rss_mb"] = (s1_cost or {}).get("peak_rss_mb")
+        row["stage1_wall_seconds"] = (s1_cost or {}).get("wall_seconds")
+    return row
+
+
+def _write(work: Path, rows: list[dict]) -> None:
+    """Merge these rows into results.csv (a row per variant and seed; later runs of the script add rows)."""
+    work.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    if (work / "results.csv").is_file():
+        old = pd.read_csv(work / "results.csv")
+        keys = set(zip(frame["variant"], frame["seed"]))
+        old = old[[(v, s) not in keys for v, s in zip(old["variant"], old["seed"])]]
+        frame = pd.concat([old, frame], ignore_index=True)
+    tmp = work / "results.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, work / "results.csv")
+    costs = [c for c in ("stage1_seconds_per_step", "stage1_peak_rss_mb", "stage2_seconds_per_step", "stage2_peak_rss_mb")
+             if c in frame]
+    lines = ["| variant | seeds | " + " | ".join(f"test {m}" for m in METRICS) + " | " + " | ".join(costs) + " |",
+             "|---" * (len(METRICS) + len(costs) + 2) + "|"]
+    for variant, group in frame.groupby("variant", sort=False):
+        cells = [f"{group[m].mean():.4f} ± {group[m].std(ddof=1) if len(group) > 1 else 0:.4f}" for m in METRICS]
+        cells += [f"{group[c].mean():.0f}" if group[c].notna().any() else "" for c in costs]  # means over seeds
+        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
+    tmp = work / "results.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, work / "results.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Write a fine-tuned language model as a plain Hugging Face directory (loadable by ``from_pretrained`` and so by
+the generation backends: ``rdrec-generate teacher=transformers teacher.backend.model=<dir>``).
+
+``SaveBackbone`` runs after fitting: it takes the weights of the best checkpoint (or the last weights when no
+checkpoint was kept), asks the module for its merged model (``merged_model()``, e.g. LoRA adapters merged
+into the base weights) and writes it with the module's tokenizer into ``dirpath``, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from rdrec.utils.atomic import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+class SaveBackbone(pl.Callback):
+    def __init__(self, dirpath: str, use_best: bool = True):
+        self.dirpath, self.use_best = Path(dirpath), use_best
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        best = trainer.checkpoint_callback.best_model_path if (self.use_best and trainer.checkpoint_callback) else ""
+        current = None
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            current = {k: v.detach().clone() for k, v in pl_module.state_dict().items() if k in state}
+            pl_module.load_state_dict(state, strict=False)
+        try:
+            model = pl_module.merged_model()
+        finally:
+            if current is not None:  # the module goes on with its own (last) weights
+                pl_module.load_state_dict(current, strict=False)
+        with atomic_dir(self.dirpath) as tmp:
+            model.save_pretrained(str(tmp))
+            pl_module.tokenizer.save_pretrained(str(tmp))
+            (tmp / "SOURCE.json").write_text(json.dumps({
+                "base": getattr(pl_module, "backbone_name", ""), "checkpoint": best or "last weights",
+                "epoch": trainer.current_epoch, "global_step": trainer.global_step}, indent=1) + "\n")
+        print(f"saved the fine-tuned model ({'best checkpoint' if best else 'last weights'}) to {self.dirpath}", flush=True)

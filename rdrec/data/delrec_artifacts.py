@@ -1,0 +1,27 @@
+"""Read DELRec's stage-1 result: the distilled soft prompt inside a stage-1 run's Lightning checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rdrec.data.errors import DataError
+
+KEY = "lm.soft_prompt"
+
+
+def load_soft_prompt(path: str | Path | None) -> torch.Tensor:
+    """The [N, H] soft prompt of a stage-1 run directory (its ``checkpoints/last.ckpt``) or checkpoint file."""
+    if not path:
+        raise DataError("stage 2 needs the stage-1 run: set delrec.stage1_run=<run dir of strategy=delrec_stage1> "
+                        "(or strategy.soft_prompt=null for the ablation without stage 1)", field="delrec.stage1_run")
+    path = Path(path)
+    ckpt = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not ckpt.is_file():
+        raise DataError("no stage-1 checkpoint: run `rdrec-train strategy=delrec_stage1` first", path=ckpt)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False).get("state_dict", {})
+    if KEY not in state:
+        raise DataError("checkpoint holds no DELRec soft prompt", path=ckpt, field="state_dict", expected=KEY,
+                        got=", ".join(sorted(state)[:5]) or "nothing")
+    return state[KEY].detach().clone()

@@ -1,0 +1,122 @@
+"""SLIM's recommender (Wang et al., WWW 2024) as a Lightning module: text vectors fused into a sequential
+recommender (ID-based) or matched on their own (ID-agnostic), trained with BCE, evaluated by the shared evaluator.
+
+The variants of the paper are this module with different switches and data:
+
+- backbone:                       ``use_user_text=false use_item_text=false`` (the same BCE training)
+- backbone⁺ (item text):          ``use_user_text=false``
+- backbone + teacher rationales:  ``data.rationales=<teacher export>``
+- SLIM:                           ``data.rationales=<student export>``
+- ID-agnostic:                    ``mode=matching``
+
+Losses, optimiser and scoring hooks are ``SeqRecModule``'s (BCE with one uniform negative per target by
+default, as the paper; ``loss=ce`` works too). The text tables come from the datamodule
+(``rdrec.data.slim_rec.SlimRecDataModule``) in ``setup``; they are data, never trained, never checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rdrec.models.base import SequentialRecommender
+from rdrec.models.slim_fusion import SlimFusion, SlimMatching
+from rdrec.modules.base import RecModule
+from rdrec.modules.seqrec import SeqRecModule
+
+
+class SlimRecModule(SeqRecModule):
+    def __init__(
+        self,
+        model: Callable[..., SequentialRecommender] | None,
+        num_items: int,
+        num_users: int,
+        protocols: dict,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        mode: str = "fusion",
+        text_dim: int = 384,
+        use_user_text: bool = True,
+        use_item_text: bool = True,
+        fusion_dropout: float = 0.1,
+        matching_hidden_size: int = 64,
+        history_text: bool = False,
+        temperature: float = 0.1,
+        loss: str = "bce",
+        train_encoder: bool = False,
+        ks=(1, 5, 10, 20),
+        mrr_k: int | None = None,
+        **_,
+    ):
+        RecModule.__init__(self, protocols, ks, mrr_k)
+        if loss not in ("ce", "bce"):
+            raise ValueError(f"strategy.loss: expected 'ce' or 'bce', got {loss!r}")
+        if mode == "fusion":
+            if model is None:
+                raise ValueError("strategy.model: ID-based fusion needs a sequential recommender (seqrec=…)")
+            self.model = SlimFusion(model(num_items=num_items, num_users=num_users), text_dim=text_dim,
+                                    use_user_text=use_user_text, use_item_text=use_item_text, dropout=fusion_dropout)
+            self.uses = {"user": use_user_text, "item": use_item_text}
+        elif mode == "matching":
+            self.model = SlimMatching(num_items, text_dim, matching_hidden_size, history_text, temperature, num_users)
+            self.uses = {"user": True, "item": True}
+        else:
+            raise ValueError(f"strategy.mode: expected 'fusion' or 'matching', got {mode!r}")
+        self.text_dim, self.mode, self.train_encoder = text_dim, mode, train_encoder
+        self.encoder = None  # set in setup() when the encoder is fine-tuned
+        self.num_items, self.loss_name, self.optimizer_factory = num_items, loss, optimizer
+        self._epoch_start = self._last_batch_end = 0.0
+
+    def setup(self, stage: str | None = None) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is None or not hasattr(dm, "item_text"):
+            raise RuntimeError("SlimRecModule needs a SlimRecDataModule (data._target_=rdrec.data.slim_rec.SlimRecDataModule)")
+        if self.uses["user"] and not getattr(dm, "rationales", None):
+            raise ValueError("this SLIM variant reads user rationales, but data.rationales is not set "
+                             "(slim.student_rationales=<export> / slim.teacher_rationales=<export>)")
+        tables = {"user": dm.user_text, "item": dm.item_text}
+        for side, used in self.uses.items():
+            if used and tables[side].size(1) != self.text_dim:
+                raise ValueError(f"strategy.text_dim={self.text_dim} but the encoder gives {tables[side].size(1)}-d vectors")
+        self.model.set_text(user_text=tables["user"] if self.uses["user"] else None,
+                            item_text=tables["item"] if self.uses["item"] else None)
+        if self.train_encoder and self.encoder is None:
+            self.encoder = dm.build_encoder()
+            self.encoder.trainable = True
+            self.encoder.requires_grad_(True)
+            self._texts = {"user": list(dm.user_texts) or [""] * (dm.num_users + 1),
+                           "item": list(dm.item_texts) or [""] * (self.num_items + 1)}
+        for key, value in getattr(dm, "coverage", {}).items():  # lands in metrics.json beside the test numbers
+            self.eval_results[f"data/{key}"] = float(value) if self.uses["user"] else 0.0
+
+    # ---- a fine-tuned encoder (train_encoder=true): text tables recomputed from the texts -----------------------
+    # Every training step re-encodes all item texts and the batch's rationales with gradients (cheap on a GPU,
+    # slow on a CPU); evaluation re-encodes everything once per epoch without gradients.
+    def _refresh_text(self, users: torch.Tensor | None = None) -> None:
+        enc = self.encoder
+        item = enc(self._texts["item"]) if self.uses["item"] else None
+        user = None
+        if self.uses["user"]:
+            if users is None:
+                user = enc(self._texts["user"])
+            else:
+                users = users.unique()
+                user = self.model.user_text.detach().clone()
+                user = user.index_put((users,), enc([self._texts["user"][u] for u in users.tolist()]))
+        self.model.set_text(user_text=user, item_text=item)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.encoder is not None:
+            self._refresh_text(batch["user"])
+        return super().training_step(batch, batch_idx)
+
+    def _refresh_for_eval(self) -> None:
+        if self.encoder is not None:
+            with torch.no_grad():
+                self._refresh_text()
+
+    def on_validation_epoch_start(self) -> None:
+        self._refresh_for_eval()
+
+    def on_test_epoch_start(self) -> None:
+        self._refresh_for_eval()

@@ -1,0 +1,147 @@
+"""SLIM's student (Wang et al., WWW 2024): a causal LM, LoRA-fine-tuned on (simplified prompt → teacher rationale).
+
+- The backbone (``rdrec.backbones.Backbone``, kind ``causal``) is frozen and wrapped by ``peft`` LoRA adapters;
+  only the adapters train (``lora``: any ``peft.LoraConfig`` field; default r=8, α=16 on the attention
+  projections peft knows for the architecture).
+- The prompt is rendered exactly as the generation backend renders a one-message chat
+  (``rdrec.teacher.backends.transformers.TransformersBackend.render``: the tokenizer's chat template with the
+  generation prompt, or the text and a blank line when there is none), so the student generates from the
+  prompt format it was trained on.
+- Loss: token NLL of the rationale and the end-of-sequence token only; prompt and padding positions carry
+  label -100 and never enter the loss (``encode_pairs``).
+- Checkpoints hold the trainable (LoRA) weights only, so a 7B student's checkpoint is megabytes;
+  ``merged_model()`` gives a plain HF model with the adapters merged in, which
+  ``rdrec.backbones.save.SaveBackbone`` writes for ``rdrec-generate`` to load as a backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from rdrec.backbones import Backbone
+
+IGNORE = -100
+
+
+def render_prompt(tokenizer, prompt: str) -> str:
+    """The generation-time text of a one-message user chat (same rule as the transformers backend)."""
+    chat = [{"role": "user", "content": prompt}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return prompt + "\n\n"
+
+
+def encode_pairs(tokenizer, prompts: list[str], targets: list[str], max_length: int = 512) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (−100 on prompt and padding positions).
+
+    Prompt and target are tokenised apart, as generation sees them (the prompt's tokens, then new tokens); the
+    target ends with the end-of-sequence token. Too long: the prompt loses its oldest tokens first, then the
+    target its last ones."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the student's tokenizer has no end-of-sequence token")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for prompt, target in zip(prompts, targets, strict=True):
+        p = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        t = t[:max_length - 1]
+        p = p[-(max_length - len(t)):]
+        rows.append((p, t))
+    width = max(len(p) + len(t) for p, t in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        n = len(p) + len(t)
+        ids[i, :n] = torch.tensor(p + t)
+        labels[i, len(p):n] = torch.tensor(t)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of the next token over positions whose label is not −100 (causal shift inside)."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+
+
+class SlimStudentModule(pl.LightningModule):
+    def __init__(self, backbone: Backbone, optimizer: Callable[..., torch.optim.Optimizer], lora: dict | None = None,
+                 max_length: int = 512, **_):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        if backbone.kind != "causal":
+            raise ValueError(f"SLIM's student is a causal LM; backbone {backbone.name} is {backbone.kind}")
+        self.tokenizer, self.backbone_name = backbone.tokenizer, backbone.name
+        config = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, **dict(lora or {})}
+        if config.get("target_modules") is not None:
+            config["target_modules"] = list(config["target_modules"])
+        self.model = get_peft_model(backbone.model, LoraConfig(task_type="CAUSAL_LM", **config))
+        self.model.train()  # from_pretrained gives eval mode; Lightning keeps modules' modes, so LoRA dropout would be off
+        self.optimizer_factory, self.max_length = optimizer, max_length
+        self.strict_loading = False  # checkpoints hold the trainable weights only (on_save_checkpoint)
+        self.eval_results: dict[str, float] = {}
+        self._sums: dict[str, list[float]] = {}
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> torch.Tensor:
+        enc = encode_pairs(self.tokenizer, batch["prompt"], batch["target"], self.max_length)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        return token_nll(logits, enc["labels"]), int((enc["labels"][:, 1:] != IGNORE).sum())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, tokens = self(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["prompt"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._accumulate("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._accumulate("test", batch)
+
+    def _accumulate(self, stage: str, batch: dict) -> None:
+        loss, tokens = self(batch)
+        acc = self._sums.setdefault(stage, [0.0, 0])
+        acc[0] += float(loss) * tokens
+        acc[1] += tokens
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    def _finish(self, stage: str) -> None:
+        total, tokens = self._sums.pop(stage, [0.0, 0])
+        total, tokens = self._sync(total, tokens)
+        nll = total / max(tokens, 1)
+        results = {f"{stage}/loss": nll, f"{stage}/perplexity": math.exp(min(nll, 50.0)), f"{stage}/tokens": float(tokens)}
+        self.eval_results.update(results)
+        self.log_dict(results, sync_dist=False)
+
+    def _sync(self, total: float, tokens: int):
+        if self.trainer is not None and self.trainer.world_size > 1:
+            t = self.trainer.strategy.reduce(torch.tensor([total, float(tokens)], device=self.device), reduce_op="sum")
+            return float(t[0]), int(t[1])
+        return total, tokens
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+
+    # ---- checkpoints: adapters only --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    # ---- export ------------------------------------------------------------------------------------------------
+    def merged_model(self):
+        """A copy of the LM with the LoRA adapters merged into its weights (a plain HF model)."""
+        return copy.deepcopy(self.model).merge_and_unload()

@@ -1,0 +1,155 @@
+"""SLIM's student: prompt tokens never enter the loss; LoRA trains adapters only; the merged export is the same
+function; the prompt format equals the generation backend's; the causal backbones load."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rdrec.backbones.causal import byte_tokenizer, tiny_llama
+from rdrec.modules.slim_student import IGNORE, SlimStudentModule, encode_pairs, render_prompt, token_nll
+from rdrec.teacher.backends.transformers import TransformersBackend
+
+PROMPTS = ["The user chose these items, oldest first: A; B; C\nWhat next?", "The user chose: Z"]
+TARGETS = ["1. Likes A.\n2. Recommend B.\n3. Recommend C.", "1. x 2. y 3. z"]
+
+
+def student(**kw) -> SlimStudentModule:
+    optimizer = lambda params: torch.optim.AdamW(params, lr=5e-2)  # noqa: E731
+    return SlimStudentModule(tiny_llama(), optimizer, lora={"r": 4, "lora_alpha": 8, "lora_dropout": 0.0}, **kw)
+
+
+def test_byte_tokenizer_round_trips_any_text_without_files():
+    tok = byte_tokenizer()
+    text = "Amélie (2001) — «drôle» 1. The user… 🎬"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text and len(tok) == 259 and tok.pad_token_id != tok.eos_token_id
+
+
+def test_labels_mask_prompt_and_padding_and_keep_rationale_plus_eos():
+    tok = byte_tokenizer()
+    enc = encode_pairs(tok, PROMPTS, TARGETS)
+    for i, (prompt, target) in enumerate(zip(PROMPTS, TARGETS)):
+        p = tok(render_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
+        t = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        labels, ids, mask = enc["labels"][i], enc["input_ids"][i], enc["attention_mask"][i]
+        assert ids[: len(p) + len(t)].tolist() == p + t
+        assert (labels[: len(p)] == IGNORE).all()  # every prompt token masked
+        assert labels[len(p): len(p) + len(t)].tolist() == t  # every rationale token (and eos) labelled
+        assert (labels[len(p) + len(t):] == IGNORE).all() and (mask[len(p) + len(t):] == 0).all()  # padding
+    # too long: the prompt loses its oldest tokens, the rationale is kept whole
+    short = encode_pairs(tok, PROMPTS[:1], TARGETS[:1], max_length=60)
+    t = tok(TARGETS[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert short["input_ids"].shape[1] == 60 and short["labels"][0, -len(t):].tolist() == t
+
+
+def test_prompt_tokens_do_not_change_the_loss_and_get_no_gradient():
+    torch.manual_seed(0)
+    module = student()
+    batch = {"prompt": PROMPTS, "target": TARGETS}
+    enc = encode_pairs(module.tokenizer, PROMPTS, TARGETS)
+    logits = module.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.detach()
+    logits.requires_grad_(True)
+    loss = token_nll(logits, enc["labels"])
+    loss.backward()
+    # the gradient reaches exactly the positions that predict a rationale token
+    predicts_rationale = torch.zeros_like(enc["labels"], dtype=torch.bool)
+    predicts_rationale[:, :-1] = enc["labels"][:, 1:] != IGNORE
+    grad_norm = logits.grad.abs().sum(-1)
+    assert (grad_norm[~predicts_rationale] == 0).all() and (grad_norm[predicts_rationale] > 0).all()
+    # the manual NLL over rationale tokens only equals the module's loss
+    logp = torch.log_softmax(logits.detach()[:, :-1], -1)
+    picked = [-logp[b, t, enc["labels"][b, t + 1]] for b, t in predicts_rationale[:, :-1].nonzero().tolist()]
+    module_loss, tokens = module(batch)
+    torch.testing.assert_close(module_loss, torch.stack(picked).mean(), rtol=1e-5, atol=1e-5)
+    assert tokens == len(picked)
+
+
+def test_lora_trains_adapters_only_and_the_merged_model_is_the_same_function(tmp_path):
+    torch.manual_seed(0)
+    module = student()
+    base_before = {n: p.detach().clone() for n, p in module.model.named_parameters() if "lora_" not in n}
+    lora_before = {n: p.detach().clone() for n, p in module.model.named_parameters() if "lora_" in n}
+    assert lora_before and all(not p.requires_grad for n, p in module.model.named_parameters() if "lora_" not in n)
+    opt = module.configure_optimizers()
+    batch = {"prompt": PROMPTS, "target": TARGETS}
+    first = None
+    for _ in range(5):
+        loss, _ = module(batch)
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(module(batch)[0]) < first  # it learns
+    for n, p in module.model.named_parameters():
+        if "lora_" in n:
+            continue
+        assert torch.equal(p, base_before[n]), f"base weight {n} changed"
+    assert any(not torch.equal(p, lora_before[n]) for n, p in module.model.named_parameters() if "lora_" in n)
+
+    # checkpoints keep the adapters only
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
+
+    # the merged copy computes what the adapted model computes, and the module keeps its adapters
+    module.eval()
+    enc = encode_pairs(module.tokenizer, PROMPTS, TARGETS)
+    merged = module.merged_model().eval()
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        a = module.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        b = merged(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert any("lora_" in n for n, _ in module.model.named_parameters())
+
+
+def test_training_prompt_format_is_the_generation_backends():
+    from tests.test_teacher_fixtures import CHAT_TEMPLATE
+
+    plain = byte_tokenizer()
+    chat = byte_tokenizer()
+    chat.chat_template = CHAT_TEMPLATE
+    for tok in (plain, chat):
+        backend = SimpleNamespace(tokenizer=tok)
+        assert render_prompt(tok, PROMPTS[0]) == TransformersBackend.render(backend, [{"role": "user", "content": PROMPTS[0]}])
+
+
+def test_seq2seq_backbones_are_refused():
+    from rdrec.backbones import Backbone
+
+    b = tiny_llama()
+    with pytest.raises(ValueError, match="causal"):
+        SlimStudentModule(Backbone(b.model, b.tokenizer, "seq2seq", "t5"), lambda params: None)
+
+
+def test_backbone_configs_name_real_loaders():
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    for name in ("tiny_llama", "smollm2", "gemma3_270m", "llama2_7b", "bloomz_560m", "bloomz_1b1"):
+        cfg = OmegaConf.load(CONFIG_DIR / "backbone" / f"{name}.yaml")
+        assert callable(get_method(cfg._target_)), name
+    built = __import__("hydra").utils.instantiate(OmegaConf.load(CONFIG_DIR / "backbone" / "tiny_llama.yaml"))
+    assert built.kind == "causal" and built.tokenizer.pad_token_id is not None
+
+
+@pytest.mark.teacher_model
+def test_smollm2_student_masks_its_chat_prompt():
+    from rdrec.utils.resolvers import ROOT_DIR
+
+    path = ROOT_DIR / "data" / "models" / "smollm2-135m-instruct"
+    if not (path / "SOURCE.json").is_file():
+        pytest.skip("SmolLM2 not converted yet (run rdrec-generate teacher=smollm2 once)")
+    assert json.loads((path / "SOURCE.json").read_text())["format"] >= 1
+    from rdrec.backbones.causal import smollm2
+
+    b = smollm2(str(ROOT_DIR / "data"))
+    enc = encode_pairs(b.tokenizer, PROMPTS[:1], TARGETS[:1])
+    text = b.tokenizer.decode(enc["input_ids"][0][enc["labels"][0] != IGNORE])
+    assert text.startswith("1. Likes A.") and "user" not in text.split("3.")[0].lower()
