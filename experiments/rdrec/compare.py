@@ -1,0 +1,140 @@
+"""SASRec vs POD vs RDRec on one split, several seeds: run what is missing, then write the comparison table.
+
+Every run is `rdrec-train` with the split seed fixed (`data.split.seed=42`: the teacher's rationales belong to that
+split, and every model ranks the same persisted candidate lists), the run seed varied. A finished run (its
+`metrics.json` exists) is never re-run, so a killed comparison resumes where it stopped. The table has mean ± std
+over seeds of test HR@5/10 and NDCG@5/10 under full ranking (seen items excluded) and under 100 sampled negatives,
+and a paired t-test (scipy.stats.ttest_rel, seeds paired) of RDRec against POD per column.
+
+    python experiments/rdrec/compare.py --seeds 1 2 3                      # run + table
+    python experiments/rdrec/compare.py --seeds 1 2 3 --no-run             # table of what exists
+    python experiments/rdrec/compare.py --methods pod rdrec --extra rdrec:data.ratios.preference=1.0 --tag pref1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = {
+    "SASRec": ["strategy=sr", "seqrec=sasrec", "data=ml100k", "data.split.seed=42", "trainer.max_epochs=20",
+               "callbacks.early_stopping.patience=5"],
+    "POD": ["experiment=pod_ml100k_cpu"],
+    "RDRec": ["experiment=rdrec_ml100k_cpu"],
+}
+COLUMNS = [("test/hr@5", "HR@5"), ("test/hr@10", "HR@10"), ("test/ndcg@5", "NDCG@5"), ("test/ndcg@10", "NDCG@10"),
+           ("test/sampled/hr@5", "s-HR@5"), ("test/sampled/hr@10", "s-HR@10"), ("test/sampled/ndcg@5", "s-NDCG@5"),
+           ("test/sampled/ndcg@10", "s-NDCG@10")]
+
+
+def run_one(method: str, seed: int, run_dir: Path, extra: list[str], log_dir: Path) -> dict:
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        return json.loads(metrics_file.read_text())
+    args = [*METHODS[method], *extra, f"seed={seed}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
+    cmd = ["nice", "-n", "10", str(ROOT / ".venv" / "bin" / "rdrec-train"), *args]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{method}_seed{seed}.log"
+    print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: {' '.join(cmd[3:])}  (log: {log})", flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "offline"})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0 or not metrics_file.exists():
+        raise SystemExit(f"{method} seed {seed} failed ({proc.returncode}); see {log}")
+    (run_dir / "wall_seconds.json").write_text(json.dumps({"seconds": seconds, "command": " ".join(cmd[3:])}) + "\n")
+    print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: done in {seconds / 60:.1f} min", flush=True)
+    return json.loads(metrics_file.read_text())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return m, s
+
+
+def table(results: dict[str, dict[int, dict]], seeds: list[int]) -> tuple[str, dict]:
+    from scipy.stats import ttest_rel
+
+    lines = ["| model | seeds | " + " | ".join(name for _, name in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    summary: dict = {}
+    for method, runs in results.items():
+        have = [s for s in seeds if s in runs]
+        if not have:
+            continue
+        cells = []
+        for key, name in COLUMNS:
+            m, s = mean_std([runs[k][key] for k in have])
+            summary.setdefault(method, {})[key] = {"mean": m, "std": s, "values": [runs[k][key] for k in have]}
+            cells.append(f"{m:.4f} ± {s:.4f}" if not math.isnan(s) else f"{m:.4f}")
+        lines.append(f"| {method} | {len(have)} | " + " | ".join(cells) + " |")
+    if "POD" in results and "RDRec" in results:
+        paired = [s for s in seeds if s in results["POD"] and s in results["RDRec"]]
+        cells = []
+        for key, _ in COLUMNS:
+            a = [results["RDRec"][s][key] for s in paired]
+            b = [results["POD"][s][key] for s in paired]
+            if len(paired) >= 2 and any(x != y for x, y in zip(a, b)):
+                test = ttest_rel(a, b)
+                diff = sum(a) / len(a) - sum(b) / len(b)
+                summary.setdefault("ttest_rdrec_vs_pod", {})[key] = {"diff": diff, "t": float(test.statistic),
+                                                                      "p": float(test.pvalue), "n": len(paired)}
+                cells.append(f"{diff:+.4f} (p={test.pvalue:.2f})")
+            else:
+                cells.append("n/a")
+        lines.append(f"| RDRec − POD (paired t-test) | {len(paired)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--extra", action="append", default=[], help="METHOD:override (repeatable): extra Hydra overrides")
+    ap.add_argument("--tag", default="main", help="name of this comparison (run dirs and result files)")
+    ap.add_argument("--work", default=str(ROOT / "experiments" / "rdrec" / "work" / "compare"))
+    ap.add_argument("--results", default=str(ROOT / "experiments" / "rdrec" / "results"))
+    ap.add_argument("--no-run", action="store_true", help="only tabulate runs that exist")
+    args = ap.parse_args(argv)
+    extra: dict[str, list[str]] = {}
+    for item in args.extra:
+        method, _, override = item.partition(":")
+        extra.setdefault(method, []).append(override)
+    work = Path(args.work) / args.tag
+    results: dict[str, dict[int, dict]] = {}
+    for seed in args.seeds:  # seed-major: a partial comparison still pairs the methods
+        for method in args.methods:
+            run_dir = work / method.lower() / f"seed{seed}"
+            if args.no_run:
+                if (run_dir / "metrics.json").exists():
+                    results.setdefault(method, {})[seed] = json.loads((run_dir / "metrics.json").read_text())
+                continue
+            results.setdefault(method, {})[seed] = run_one(method, seed, run_dir, extra.get(method, []), work / "logs")
+    text, summary = table(results, args.seeds)
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    walls = {}
+    for method in args.methods:
+        for seed in args.seeds:
+            f = work / method.lower() / f"seed{seed}" / "wall_seconds.json"
+            if f.exists():
+                walls[f"{method}/seed{seed}"] = json.loads(f.read_text())["seconds"]
+    header = (f"ml-100k, split seed 42, run seeds {args.seeds}, tag {args.tag!r}; extra overrides {extra or 'none'}.\n"
+              f"Command: python experiments/rdrec/compare.py {' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
+    (out / f"compare_{args.tag}.md").write_text(header + text + "\n")
+    (out / f"compare_{args.tag}.json").write_text(json.dumps({"summary": summary, "wall_seconds": walls,
+                                                              "extra": extra, "seeds": args.seeds}, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

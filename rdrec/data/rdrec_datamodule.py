@@ -1,0 +1,157 @@
+"""DataModule of the RDRec/POD student: multi-task text batches for training, text-encoded evaluation batches.
+
+Training examples come from ``train_view()`` and, for RDRec, from the teacher's rationale export
+(:func:`rdrec.teacher.export.load`), checked to belong to this exact split (dataset fingerprint) and to training
+interactions only. Evaluation batches are the shared ones (history, target, seen items, candidate lists) plus
+the sequential-task input the student reads. The tokenizer is trained on the training text (or comes with
+pretrained weights) in ``setup``; the student builds its model from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader
+
+from rdrec.data.batches import EvalExamples
+from rdrec.data.datamodule import SeqRecDataModule
+from rdrec.data.errors import DataError
+from rdrec.data.prepared import TrainView
+from rdrec.data.text_tasks import DEFAULT_TEMPLATES, TASKS, TaskMixture, TextEncoder, sequential_source
+
+log = logging.getLogger(__name__)
+
+
+class TextEvalExamples(EvalExamples):
+    """The shared evaluation batch plus the student's sequential-task input for each user."""
+
+    def __init__(self, view, candidate_lists: dict, max_len: int, encoder: TextEncoder, max_history: int,
+                 templates: dict[str, str]):
+        super().__init__(view, candidate_lists, max_len)
+        self.encoder, self.max_history, self.templates = encoder, max_history, templates
+
+    def collate(self, rows: list[int]) -> dict:
+        batch = super().collate(rows)
+        sources = [sequential_source(self.view.users[r], self.view.histories[r], self.max_history, self.templates)
+                   for r in rows]
+        batch.update(self.encoder.encode_sources(sources, ["sequential"] * len(rows)))
+        # explanation generation for targets that have a review (text metrics; the review is the reference)
+        reviews = self.view.references["review"].to_numpy()
+        with_review = [r for r in rows if reviews[r] is not None]
+        if with_review and "explanation" in self.templates:
+            t = self.templates["explanation"]
+            texts = [t.format(user=int(self.view.users[r]), item=int(self.view.targets[r])) for r in with_review]
+            batch["explanation"] = {**self.encoder.encode_sources(texts, ["explanation"] * len(texts)),
+                                    "references": [str(reviews[r]) for r in with_review]}
+        return batch
+
+
+class RDRecDataModule(SeqRecDataModule):
+    def __init__(self, *args, tokenizer: Callable, ratios: dict[str, float], epoch_size: int = 20000,
+                 rationales: str | None = None, max_history: int = 20, topn_candidates: int = 20,
+                 max_source_length: int = 512, max_target_length: int = 64, templates: dict | None = None,
+                 seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokenizer_factory = tokenizer
+        self.ratios = {k: float(v) for k, v in dict(ratios).items() if v is not None}
+        unknown = set(self.ratios) - set(TASKS)
+        if unknown:
+            raise ValueError(f"data.ratios: unknown task(s) {sorted(unknown)}; tasks are {list(TASKS)}")
+        self.epoch_size, self.rationales_dir = int(epoch_size), rationales
+        self.max_history, self.topn_candidates = max_history, topn_candidates
+        self.max_source_length, self.max_target_length = max_source_length, max_target_length
+        self.templates = {**DEFAULT_TEMPLATES, **dict(templates or {})}
+        self.seed = int(seed)
+        self._tokenizer = self.encoder = self.rationales = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        super().setup(stage)
+        wants_rationales = any(self.ratios.get(t, 0) > 0 for t in ("preference", "attribute"))
+        if wants_rationales:
+            if not self.rationales_dir:
+                raise ValueError("data.ratios give the rationale tasks weight but data.rationales is not set "
+                                 "(the directory `rdrec-generate` exported)")
+            self.rationales = load_rationales(self.rationales_dir, self.dataset.fingerprint, self.train_view)
+            log.info("rationales: %d training interactions from %s", len(self.rationales), self.rationales_dir)
+
+    # ---- the tokenizer: trained on the training text unless the student brings its own (pretrained weights) --
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self.use_tokenizer(self.tokenizer_factory(corpus=self.corpus(), cache_dir=self.cache_dir / self.dataset.name))
+        return self._tokenizer
+
+    def use_tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.encoder = TextEncoder(tokenizer, self.max_source_length, self.max_target_length)
+        for name in ("valid", "test"):
+            old = self._eval[name]
+            self._eval[name] = TextEvalExamples(old.view, old.candidate_lists, self.max_len, self.encoder,
+                                                self.max_history, self.templates)
+
+    def corpus(self) -> list[str]:
+        """Training text for the tokenizer: templates, every item and user id, reviews and rationales."""
+        v: TrainView = self.train_view
+        texts = [t.format(user=1, item=1, history="item_1", candidates="item_1") for t in self.templates.values()]
+        texts += [f"item_{i}" for i in range(1, v.num_items + 1)] + [f"user_{u}" for u in range(1, v.num_users + 1)]
+        texts += v.reviews["review"].astype(str).tolist()
+        if self.rationales is not None:
+            texts += self.rationales["user_preference"].tolist() + self.rationales["item_attribute"].tolist()
+        return texts
+
+    def item_tokens(self) -> dict[int, list[int]]:
+        self.tokenizer  # noqa: B018 (built on first use)
+        return self.encoder.item_tokens(self.num_items)
+
+    def train_dataset(self, epoch: int = 0) -> TaskMixture:
+        return TaskMixture(self.train_view, self.ratios, self.epoch_size, seed=self.seed, epoch=epoch,
+                           max_history=self.max_history, topn_candidates=self.topn_candidates,
+                           rationales=self.rationales, templates=self.templates)
+
+    def train_dataloader(self) -> DataLoader:
+        # a new mixture every epoch (strategy configs set trainer.reload_dataloaders_every_n_epochs: 1)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        data = self.train_dataset(epoch)
+        self.tokenizer  # noqa: B018 (built on first use)
+        log.info("epoch %d: %s", epoch, {t: n for t, n in data.counts.items() if n})
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, collate_fn=self.encoder,
+                          num_workers=self.num_workers)
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        self.tokenizer  # noqa: B018 (built on first use)
+        data = self._eval[stage]
+        sampler = UnrepeatedDistributedSampler(data, shuffle=False) if dist.is_available() and dist.is_initialized() else None
+        return DataLoader(data, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=data.collate,
+                          num_workers=self.num_workers)
+
+
+def load_rationales(path: str | Path, fingerprint: str, view: TrainView) -> pd.DataFrame:
+    """The export's ``rdrec_interactions`` table (user, item, user_preference, item_attribute), after checking it
+    was generated for this prepared dataset and holds training interactions only."""
+    from rdrec.teacher.export import load
+
+    path = Path(path)
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise DataError("not a rationale export (no meta.json); run `rdrec-generate` and point data.rationales at "
+                        "its export directory", path=path)
+    meta = json.loads(meta_file.read_text())
+    if meta.get("fingerprint") != fingerprint:
+        raise DataError("rationales were generated for another split (ids differ between splits)", path=meta_file,
+                        field="fingerprint", expected=fingerprint, got=meta.get("fingerprint"))
+    frame = load(path)["rdrec_interactions"].to_pandas()[["user", "item", "user_preference", "item_attribute"]]
+    train_pairs = {(u, int(i)) for u, seq in enumerate(view.sequences) for i in seq}
+    for row, (u, i) in enumerate(zip(frame["user"].tolist(), frame["item"].tolist())):
+        if (int(u), int(i)) not in train_pairs:
+            raise DataError("rationale for an interaction that is not in the training split", path=path / "tables",
+                            line=row, field="user/item", expected="a training interaction", got=(u, i))
+    return frame.reset_index(drop=True)
