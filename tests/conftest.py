@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -29,6 +30,14 @@ def ml100k_root() -> Path:
     except DataError as err:
         pytest.skip(f"ml-100k unavailable: {err}")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_hydra_config():
+    """A test that sets Hydra's global HydraConfig (as a real job does) must not leak it into the next test:
+    resolvers such as the wandb tags read it."""
+    yield
+    HydraConfig.instance().cfg = None
 
 
 def compose_cfg(config_name: str, tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
