@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,13 +132,19 @@ def load_or_create(
     path = Path(cache_dir) / "candidates" / (
         f"{prepared.name}-{prepared.fingerprint[:16]}-{stage}-{kind}{n_or_k}-{strategy}-seed{seed}.npz"
     )
+    draw = sampled_candidates if kind == "sampled" else shown_candidates
+    return cached_lists(path, meta, prepared, stage, lambda: draw(prepared, stage, n_or_k, strategy, seed))
+
+
+def cached_lists(path: Path, meta: dict, prepared: PreparedDataset, stage: str,
+                 draw: Callable[[], CandidateLists]) -> CandidateLists:
+    """The lists stored at ``path`` (checked against ``meta`` and the stage's users), or ``draw()`` written there."""
     if path.is_file():
         lists = _read(path, meta)
         if not np.array_equal(lists.users, prepared.stage_users(stage)):
             raise DataError("candidate lists do not match the dataset's users; delete the file to redraw", path=path)
         return lists
-    draw = sampled_candidates if kind == "sampled" else shown_candidates
-    lists = draw(prepared, stage, n_or_k, strategy, seed)
+    lists = draw()
     _write(path, lists, meta)
     return lists
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdrec.data.candidates import CandidateLists, _read, _seed_sequence, _targets, _write, sample_negatives
+from rdrec.data.candidates import CandidateLists, _seed_sequence, _targets, cached_lists, sample_negatives
 from rdrec.data.errors import DataError
 from rdrec.data.prepared import PreparedDataset
 from rdrec.utils.pypi import sha256_file
@@ -77,14 +77,7 @@ def load_or_create_sr_lists(cache_dir: str | Path, prepared: PreparedDataset, st
     path = Path(cache_dir) / "candidates" / (
         f"{prepared.name}-{prepared.fingerprint[:16]}-{stage}-{KIND}{k}-sr{n_sr}-{digest[:12]}-seed{seed}.npz"
     )
-    if path.is_file():
-        lists = _read(path, meta)
-        if not np.array_equal(lists.users, prepared.stage_users(stage)):
-            raise DataError("candidate lists do not match the dataset's users; delete the file to redraw", path=path)
-        return lists
-    lists = sr_candidate_lists(prepared, stage, topk, k, n_sr, seed)
-    _write(path, lists, meta)
-    return lists
+    return cached_lists(path, meta, prepared, stage, lambda: sr_candidate_lists(prepared, stage, topk, k, n_sr, seed))
 
 
 def training_candidates(positive: int, sr_top: np.ndarray, banned: set, k: int, n_sr: int, num_items: int,
