@@ -82,3 +82,28 @@ def test_eval_batches_carry_aligned_candidates(tmp_path):
                 np.testing.assert_array_equal(h[h > 0], s[-dm.max_len:])
         np.testing.assert_array_equal(sorted(seen_users), dm.eval_users(stage))
     assert batch["candidates_candidates"].shape[1] == 20 and batch["sampled_candidates"].shape[1] == 101
+
+
+def test_eval_users_is_one_seeded_subset_served_whole_and_shared_by_every_method(tmp_path):
+    full = _datamodule(tmp_path, ["data=synthetic"])
+    sub = _datamodule(tmp_path, ["data=synthetic", "data.eval_users=7", "strategy=pop"])
+    other_method = _datamodule(tmp_path, ["data=synthetic", "data.eval_users=7", "strategy=sr", "seed=5",
+                                          "data.split.seed=42"])
+    for stage, loader in (("valid", sub.val_dataloader()), ("test", sub.test_dataloader())):
+        users = sub.eval_users(stage)
+        assert len(users) == 7 and set(users) <= set(full.eval_users(stage))
+        served = [u for batch in loader for u in batch["user"].tolist()]
+        np.testing.assert_array_equal(sorted(served), users)  # each subset user exactly once, nobody else
+        # the rows are the full datamodule's rows for those users (same targets, same persisted candidates)
+        rows = {u: (t, c) for b in full._eval_loader(stage) for u, t, c in
+                zip(b["user"].tolist(), b["target"].tolist(), b["sampled_candidates"].tolist())}
+        for b in loader:
+            for u, t, c in zip(b["user"].tolist(), b["target"].tolist(), b["sampled_candidates"].tolist()):
+                assert rows[u] == (t, c)
+    # the subset depends on the split seed only: another strategy and run seed evaluate the same users
+    np.testing.assert_array_equal(other_method.eval_users("test"), sub.eval_users("test"))
+    # more users than exist: everyone
+    assert len(_datamodule(tmp_path, ["data=synthetic", "data.eval_users=100000"]).eval_users("test")) == len(
+        full.eval_users("test"))
+    with pytest.raises(Exception, match="data.eval_users: expected a positive number"):  # hydra wraps the ValueError
+        _datamodule(tmp_path, ["data=synthetic", "data.eval_users=0"])

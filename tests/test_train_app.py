@@ -73,3 +73,26 @@ def test_ddp_cpu_evaluates_every_test_user_exactly_once(tmp_path, ml100k_root):
     assert len(ranks) == 943 and ranks["user"].is_unique
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test/hr@10"] == pytest.approx((ranks["rank"] <= 10).mean())
+
+
+def test_best_checkpoint_is_validated_again_only_when_fit_did_not_just_validate_it(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    calls = []
+    real = pl.Trainer.validate
+    monkeypatch.setattr(pl.Trainer, "validate", lambda self, *a, **k: calls.append(k["ckpt_path"]) or real(self, *a, **k))
+    sr = ["data=synthetic", "strategy=sr", "trainer.enable_progress_bar=false"]
+    # one epoch, validated at its end: the best checkpoint is those weights, so no second validation pass ...
+    cfg = compose_cfg("train", tmp_path / "a", [*sr, "trainer.max_epochs=1"])
+    once = train(cfg)
+    assert calls == []
+    # ... and the metrics it reports are exactly what validating that checkpoint afresh gives
+    best = next((Path(cfg.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
+    again = train(compose_cfg("train", tmp_path / "b", [*sr, "train=false", f"ckpt_path={best}"]))
+    assert calls == [str(best)]
+    assert {k: v for k, v in once.items() if k.startswith("val/")} == pytest.approx(
+        {k: v for k, v in again.items() if k.startswith("val/")}, abs=0)
+    # training went on after the last validation (epoch 3 is never validated): validate the best checkpoint
+    calls.clear()
+    train(compose_cfg("train", tmp_path / "c", [*sr, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"]))
+    assert len(calls) == 1 and "epoch001" in calls[0]

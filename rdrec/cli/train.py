@@ -7,6 +7,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -45,7 +46,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
         ckpt = best or (None if cfg.train else cfg.ckpt_path)
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt)
+        if cfg.train and _best_is_what_fit_last_validated(trainer, module):
+            log.info("the best checkpoint holds the final weights, validated at the end of fit: not validating again")
+        else:
+            trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt)
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics = dict(module.eval_results)  # float64; the loggers' copies are float32
     if trainer.is_global_zero:
@@ -58,6 +62,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         wandb.finish()  # one wandb run per job, also when a multirun executes many jobs in one process
     return metrics
+
+
+def _best_is_what_fit_last_validated(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
+    """True when the best checkpoint was saved at fit's final step, right after the last validation: its
+    validation metrics are already in ``module.eval_results``, and a second pass (costly for beam search and LLM
+    scoring) would only repeat them."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    step = getattr(module, "validated_at_step", None)
+    if not best or step is None or step != trainer.global_step:
+        return False
+    saved = torch.load(best, map_location="cpu", mmap=True, weights_only=False)  # mmap: tensors stay on disk
+    return saved.get("global_step") == step
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

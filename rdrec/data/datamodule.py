@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from rdrec.data.batches import EvalExamples, TrainSequences
 from rdrec.data.candidates import load_or_create
@@ -31,6 +32,7 @@ class SeqRecDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        eval_users: int | None = None,
     ):
         super().__init__()
         self.source, self.split, self.cache_dir = source, split, Path(cache_dir)
@@ -39,8 +41,12 @@ class SeqRecDataModule(pl.LightningDataModule):
         self.max_len, self.train_stride = max_len, train_stride
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
+        if eval_users is not None and int(eval_users) < 1:
+            raise ValueError(f"data.eval_users: expected a positive number of users or null (all), got {eval_users!r}")
+        self.eval_user_limit = None if eval_users is None else int(eval_users)
         self.dataset = None
         self._eval: dict[str, EvalExamples] = {}
+        self._subsets: dict[str, np.ndarray] = {}  # stage -> sorted row indices of the evaluated users
 
     # Lightning calls prepare_data on one process per node and setup on every process; both are idempotent
     # and the entry point calls them once up front to learn num_items before the module is built.
@@ -57,6 +63,10 @@ class SeqRecDataModule(pl.LightningDataModule):
         for name in ("valid", "test"):
             view = self.dataset.eval_view(name)
             self._eval[name] = EvalExamples(view, self._candidate_lists(self.dataset, name), self.max_len)
+            if self.eval_user_limit is not None and self.eval_user_limit < len(view.users):
+                # drawn from the split seed alone, so every method evaluated on this split sees the same users
+                order = np.random.default_rng(self.split.seed).permutation(len(view.users))
+                self._subsets[name] = np.sort(order[: self.eval_user_limit])
 
     def _candidate_lists(self, prepared, stage: str) -> dict:
         return {
@@ -80,7 +90,9 @@ class SeqRecDataModule(pl.LightningDataModule):
         return self.train_view.item_counts
 
     def eval_users(self, stage: str):
-        return self._eval[stage].view.users
+        """The users evaluated at ``stage``: all of them, or the seeded ``eval_users`` subset."""
+        users = self._eval[stage].view.users
+        return users[self._subsets[stage]] if stage in self._subsets else users
 
     # ---- loaders -----------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -97,8 +109,11 @@ class SeqRecDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, stage: str) -> DataLoader:
         data = self._eval[stage]
+        collate = data.collate
+        if stage in self._subsets:
+            data = Subset(data, self._subsets[stage].tolist())
         # Lightning's default distributed sampler pads with repeated users; evaluation must see each user once.
         sampler = UnrepeatedDistributedSampler(data, shuffle=False) if dist.is_available() and dist.is_initialized() else None
         return DataLoader(
-            data, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=data.collate, num_workers=self.num_workers
+            data, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=collate, num_workers=self.num_workers
         )

@@ -18,9 +18,7 @@ import logging
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from rdrec.data.candidates import load_or_create
 from rdrec.data.datamodule import SeqRecDataModule
@@ -67,7 +65,6 @@ class DelRecDataModule(SeqRecDataModule):
         max_history: int = 10,
         templates: dict | None = None,
         model_name: str | None = None,
-        eval_users: int | None = None,
         stage1_tasks=("ta", "rps"),
         **kwargs,
     ):
@@ -80,11 +77,10 @@ class DelRecDataModule(SeqRecDataModule):
         self.sr_run, self.candidate_sr_run = str(sr_run), str(candidate_sr_run or sr_run)
         self.task, self.num_candidates, self.n_sr = task, int(num_candidates), int(n_sr)
         self.examples_per_user, self.max_history = examples_per_user, int(max_history)
-        self.templates, self.model_name, self.eval_user_limit = dict(templates or {}), model_name, eval_users
+        self.templates, self.model_name = dict(templates or {}), model_name
         self.stage1_tasks = tuple(stage1_tasks)
         self.prompts: DelRecPrompts | None = None
         self._train: PromptExamples | None = None
-        self._subsets: dict[str, np.ndarray] = {}
 
     # ---- candidate lists: the shared kinds plus DELRec's sr_topk ------------------------------------------------
     def _candidate_lists(self, prepared, stage: str) -> dict:
@@ -111,11 +107,6 @@ class DelRecDataModule(SeqRecDataModule):
         check_same_split(self.sr_run, self.split.seed, f"{type(self.source).__module__}.{type(self.source).__qualname__}")
         name = self.model_name or sr_model_name(self.sr_run)
         self.prompts = DelRecPrompts(display_titles(self.train_view.items), name, self.templates, self.max_history)
-        if self.eval_user_limit:
-            for split in ("valid", "test"):
-                users = self._eval[split].view.users
-                order = np.random.default_rng(self.split.seed).permutation(len(users))
-                self._subsets[split] = np.sort(order[: int(self.eval_user_limit)])
 
     # ---- training examples (training view only) --------------------------------------------------------------
     def _positions(self, seq: np.ndarray, first: int) -> list[int]:
@@ -168,18 +159,4 @@ class DelRecDataModule(SeqRecDataModule):
         if self._train is None:
             self._train = self.build_train_examples()
         return DataLoader(self._train, batch_size=self.batch_size, shuffle=True, collate_fn=PromptExamples.collate,
-                          num_workers=self.num_workers)
-
-    # ---- evaluation: optionally a seeded subset of the users (CPU budgets), the same for every method ----------
-    def eval_users(self, stage: str):
-        users = super().eval_users(stage)
-        return users[self._subsets[stage]] if stage in self._subsets else users
-
-    def _eval_loader(self, stage: str) -> DataLoader:
-        if stage not in self._subsets:
-            return super()._eval_loader(stage)
-        data = self._eval[stage]
-        subset = Subset(data, self._subsets[stage].tolist())
-        sampler = UnrepeatedDistributedSampler(subset, shuffle=False) if dist.is_available() and dist.is_initialized() else None
-        return DataLoader(subset, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=data.collate,
                           num_workers=self.num_workers)

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch.distributed as dist
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from rdrec.data.batches import EvalExamples
@@ -127,11 +125,8 @@ class RDRecDataModule(SeqRecDataModule):
                           num_workers=self.num_workers)
 
     def _eval_loader(self, stage: str) -> DataLoader:
-        self.tokenizer  # noqa: B018 (built on first use)
-        data = self._eval[stage]
-        sampler = UnrepeatedDistributedSampler(data, shuffle=False) if dist.is_available() and dist.is_initialized() else None
-        return DataLoader(data, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=data.collate,
-                          num_workers=self.num_workers)
+        self.tokenizer  # noqa: B018 (built on first use: it replaces the eval examples with text ones)
+        return super()._eval_loader(stage)
 
 
 def load_rationales(path: str | Path, fingerprint: str, view: TrainView) -> pd.DataFrame:

@@ -27,6 +27,7 @@ class RecModule(pl.LightningModule):
         # per-user ranks behind them: {"test/sampled/hr@10": 0.41, …}, {"test/sampled": (users, ranks)}
         self.eval_results: dict[str, float] = {}
         self.eval_ranks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.validated_at_step: int | None = None  # global step of the last full validation (not the sanity check)
 
     # ---- the scoring interface ---------------------------------------------------------------------------
     def score_all(self, batch: dict) -> torch.Tensor:
@@ -44,6 +45,8 @@ class RecModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
+        if not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
