@@ -83,12 +83,27 @@ def test_fingerprints_follow_configs_and_needed_stages(tmp_path):
 def test_plan_checks_stage_names_and_needs(tmp_path):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("pipeline")
-        assert plan_stages(cfg) == ["data", "pop", "sasrec", "generate"]  # the students are declared, disabled
+        assert plan_stages(cfg) == ["data", "pop", "sasrec", "generate", "rdrec"]  # slim, delrec: declared, off
         assert plan_stages(compose("pipeline", ["only=[pop]"])) == ["data", "pop"]
-        assert "delrec" in plan_stages(compose("pipeline", ["stages.delrec.enabled=true"]))
+        with pytest.raises(SystemExit, match=r"'delrec' needs 'delrec_stage1', which is disabled"):
+            plan_stages(compose("pipeline", ["stages.delrec.enabled=true"]))
+        both = ["stages.delrec.enabled=true", "stages.delrec_stage1.enabled=true"]
+        assert plan_stages(compose("pipeline", [*both, "only=[delrec]"])) == ["data", "sasrec", "delrec_stage1", "delrec"]
         with pytest.raises(SystemExit, match="no stage 'nope'"):
             plan_stages(compose("pipeline", ["only=[nope]"]))
         with pytest.raises(SystemExit, match=r"'pop' needs 'data', which is disabled"):
             plan_stages(compose("pipeline", ["stages.data.enabled=false"]))
         with pytest.raises(SystemExit, match="comes after it"):
             plan_stages(compose("pipeline", ["stages.data.needs=[pop]", "only=[data]"]))
+
+
+def test_every_declared_stage_composes_with_the_directories_it_reads(tmp_path):
+    """The disabled stages too: their overrides must stay valid as the configs evolve."""
+    names = ["slim", "delrec_stage1", "delrec"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("pipeline", [f"paths.log_dir={tmp_path}", "dry_run=true", *(f"stages.{n}.enabled=true" for n in names)])
+        stages = {s.name: s for s in run_pipeline(cfg)}
+    assert list(stages) == ["data", "pop", "sasrec", "generate", "rdrec", *names]
+    assert f"data.rationales={stages['generate'].dir}/rationales" in stages["rdrec"].overrides
+    assert f"delrec.stage1_run={stages['delrec_stage1'].dir}" in stages["delrec"].overrides
+    assert all(len(s.fingerprint) == 16 for s in stages.values())
