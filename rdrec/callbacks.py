@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import move_data_to_device
 import torch
 
 from rdrec.eval.protocols import FullRanking
@@ -42,7 +44,8 @@ class SaveRanks(pl.Callback):
 class SaveTopK(pl.Callback):
     """After testing, writes every evaluated user's top-k items to ``<dirpath>/<stage>.parquet``.
 
-    Columns ``user``, ``items`` (k ids, best first), ``scores``. Stage ``valid`` ranks from the training
+    Columns ``user``, ``items`` (at most k ids, best first; items a model cannot score, e.g. those no beam
+    reached, are left out), ``scores``. Stage ``valid`` ranks from the training
     history, stage ``test`` from training + validation: DELRec and SLIM read these as the SR model's
     predictions. Seen items are left out like the full protocol does (``exclude_seen``).
     """
@@ -62,15 +65,17 @@ class SaveTopK(pl.Callback):
         for stage in self.stages:
             rows = []
             for batch in loaders[stage]():
-                batch = {key: value.to(pl_module.device) for key, value in batch.items()}
+                batch = move_data_to_device(batch, pl_module.device)  # nested (text-task) fields too
                 scores, _, valid = self.protocol(pl_module, batch)
                 scores = scores.masked_fill(~valid, float("-inf"))
                 # the target is kept rankable by the protocol; for predictions it is just another item
                 top = scores.topk(min(self.k, scores.shape[1] - 1), dim=1)
+                items, values = top.indices.cpu().numpy(), top.values.float().cpu().numpy()
+                keep = np.isfinite(values)  # beam search scores only the items its beams reached: rows may be shorter
                 rows.append(pd.DataFrame({
                     "user": batch["user"].cpu().numpy(),
-                    "items": list(top.indices.cpu().numpy()),
-                    "scores": list(top.values.float().cpu().numpy()),
+                    "items": [i[k] for i, k in zip(items, keep)],
+                    "scores": [v[k] for v, k in zip(values, keep)],
                 }))
             path = self.dirpath / f"{stage}.parquet"
             tmp = path.with_suffix(".parquet.tmp")

@@ -63,6 +63,14 @@ def test_rdrec_train_end_to_end_with_rationales_and_reload(tmp_path):
     ranks = pd.read_csv(tmp_path / "run" / "ranks" / "test.csv")
     assert len(ranks) == 30 and ranks["user"].is_unique
     assert metrics["test/hr@10"] == pytest.approx((ranks["rank"] <= 10).mean())
+    # the beams are saved for inspection: distinct valid item ids, best first, never an item the user has seen
+    topk = pd.read_parquet(tmp_path / "run" / "topk" / "test.parquet")
+    assert sorted(topk["user"]) == sorted(ranks["user"]) and not (tmp_path / "run" / "topk" / "valid.parquet").exists()
+    view = dm.dataset.eval_view("test")
+    seen = {u: set(h.tolist()) - {t} for u, h, t in zip(view.users, view.seen, view.targets)}  # the target stays rankable
+    for user, items, scores in zip(topk["user"], topk["items"], topk["scores"]):
+        assert 0 < len(items) <= 20 and len(set(items)) == len(items) and ((items >= 1) & (items <= dm.num_items)).all()
+        assert (scores[:-1] >= scores[1:]).all() and not set(items.tolist()) & seen[user]
     # the best checkpoint evaluates to the same numbers in a fresh process (model rebuilt in configure_model)
     ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))
     run_cli("rdrec-train", [*args[:-1], f"hydra.run.dir={tmp_path / 'again'}", "train=false", f"ckpt_path={ckpt}"],
