@@ -213,7 +213,9 @@ def report(stages: list[Stage], cfg: DictConfig) -> str:
     parts = []
     trained = [s for s in stages if s.app == "train" and s.dir and (s.dir / "metrics.json").exists()]
     if trained:
-        runs = load_runs([s.dir / "metrics.json" for s in trained])
+        runs = load_runs([s.dir / "metrics.json" for s in trained])  # rows in path order, not stage order
+        order = {str(s.dir): i for i, s in enumerate(trained)}
+        runs = runs.iloc[sorted(range(len(runs)), key=lambda r: order[runs["run_dir"].iloc[r]])].reset_index(drop=True)
         runs["settings"] = [{"stage": s.name} for s in trained]
         runs["setting"] = [s.name for s in trained]
         runs["seed"] = [s.seed for s in trained]

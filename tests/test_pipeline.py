@@ -107,3 +107,19 @@ def test_every_declared_stage_composes_with_the_directories_it_reads(tmp_path):
     assert f"data.rationales={stages['generate'].dir}/rationales" in stages["rdrec"].overrides
     assert f"delrec.stage1_run={stages['delrec_stage1'].dir}" in stages["delrec"].overrides
     assert all(len(s.fingerprint) == 16 for s in stages.values())
+
+
+def test_report_labels_each_row_with_its_own_stage_whatever_the_directory_order(tmp_path):
+    from rdrec.pipeline import Stage
+
+    stages = []
+    for name, hr in (("zeta", 0.1), ("alpha", 0.9), ("mid", 0.5)):  # stage order differs from path order
+        run = tmp_path / name / "fp"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"test/hr@10": hr}))
+        stages.append(Stage(name, "train", 42, [], [], fingerprint="fp", dir=run, status="ran"))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("pipeline", ["table.metrics=[test/hr@10]", "table.baseline=zeta"])
+    rows = [line for line in report(stages, cfg).splitlines() if line.startswith(("| zeta", "| alpha", "| mid"))]
+    assert [r.split("|")[1].strip() for r in rows[:3]] == ["zeta", "alpha", "mid"]
+    assert "0.1000" in rows[0] and "0.9000" in rows[1] and "0.5000" in rows[2]
