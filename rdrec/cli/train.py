@@ -70,8 +70,8 @@ def _best_is_what_fit_last_validated(trainer: pl.Trainer, module: pl.LightningMo
     scoring) would only repeat them."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     step = getattr(module, "validated_at_step", None)
-    if not best or step is None or step != trainer.global_step:
-        return False
+    if not best or not Path(best).is_file() or step is None or step != trainer.global_step:
+        return False  # (a sharded checkpoint is a directory: validate as usual)
     saved = torch.load(best, map_location="cpu", mmap=True, weights_only=False)  # mmap: tensors stay on disk
     return saved.get("global_step") == step
 
