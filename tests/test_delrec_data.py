@@ -163,3 +163,22 @@ def test_delrec_configs_compose_and_agree(tmp_path, overrides):
     if "strategy=delrec" in overrides:
         assert cfg.strategy.num_soft_tokens == cfg.delrec.num_soft_tokens and cfg.strategy.adalora.init_r > 0
         assert cfg.strategy.soft_prompt.path is None  # set delrec.stage1_run
+
+
+def test_a_personalised_teacher_caser_gets_each_prefix_owners_user_id(tmp_path):
+    cfg = compose_cfg("train", tmp_path / "sr", [*TINY, "strategy=sr", "seqrec=caser", "trainer.max_epochs=1"])
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    dm = _datamodule(tmp_path, run, task="stage1")
+    examples = dm.build_train_examples().examples  # used to fail: Caser needs the users
+    view = dm.train_view
+    users = [u for u, seq in enumerate(view.sequences) if len(seq) >= 3]
+    model = load_sr_model(run, view.num_items, view.num_users)
+    prefixes = [view.sequences[u][:-1] for u in users]
+    first = predict_topk(model, prefixes, 1, 20, users=users)[:, 0]
+    assert [e["rps_target"] for e in examples] == first.tolist()
+    # the user id matters: the same prefixes with the users shifted give other predictions
+    shifted = predict_topk(model, prefixes, 1, 20, users=[u % view.num_users + 1 for u in users])[:, 0]
+    assert (shifted != first).any()

@@ -128,7 +128,8 @@ class DelRecDataModule(SeqRecDataModule):
             need |= {(u, t - 1) for u, t in keys}
         need = sorted(need)
         log.info("DELRec: predicting the SR model's top-%d for %d training prefixes", width, len(need))
-        top = predict_topk(model, [view.sequences[u][:t] for u, t in need], width, int(sr_cfg.data.max_len))
+        top = predict_topk(model, [view.sequences[u][:t] for u, t in need], width, int(sr_cfg.data.max_len),
+                           users=[u for u, _ in need])
         top_of = {key: row for key, row in zip(need, top)}
         examples = []
         for u, t in keys:

@@ -88,12 +88,15 @@ def _resolved_seqrec(cfg) -> dict:
 
 @torch.no_grad()
 def predict_topk(model: SequentialRecommender, histories: Sequence[np.ndarray], k: int, max_len: int,
-                 exclude: Sequence[np.ndarray] | None = None, batch_size: int = 512) -> np.ndarray:
-    """[N, k] top items for each history (best first), never an item of the history (nor of ``exclude[i]``)."""
+                 exclude: Sequence[np.ndarray] | None = None, batch_size: int = 512,
+                 users: Sequence[int] | None = None) -> np.ndarray:
+    """[N, k] top items for each history (best first), never an item of the history (nor of ``exclude[i]``).
+    ``users[i]`` owns ``histories[i]``: personalised models (Caser) need it."""
     out = np.zeros((len(histories), k), dtype=np.int64)
     for start in range(0, len(histories), batch_size):
         chunk = histories[start : start + batch_size]
-        scores = model.score_all(left_pad(chunk, max_len)).float()
+        ids = None if users is None else torch.as_tensor(np.asarray(users[start : start + batch_size], dtype=np.int64))
+        scores = model.score_all(left_pad(chunk, max_len), ids).float()
         scores[:, 0] = float("-inf")
         for row, hist in enumerate(chunk):
             banned = hist if exclude is None else np.concatenate([hist, exclude[start + row]])
