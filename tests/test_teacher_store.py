@@ -135,3 +135,20 @@ def test_export_tables_aggregate_training_rationales_and_list_failures(tmp_path)
     assert dd["slim_users"][0]["student_prompt"] == "history of 1"
     assert "d" not in set(dd["rdrec_interactions"]["key"])  # a failure is never a rationale
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["rows"]["failures"] == 1
+
+
+def test_sigterm_stops_generation_after_storing_the_batch_in_flight(tmp_path):
+    from types import SimpleNamespace
+
+    from rdrec.teacher.callbacks import StoreWriter
+
+    writer = StoreWriter(str(tmp_path / "s"))
+    trainer = SimpleNamespace(global_rank=0, received_sigterm=False)
+    writer.setup(trainer, None, "predict")
+    stats = {"ok": 1, "failed": 0, "transport_errors": 0, "completion_tokens": 3, "prompt_tokens": 5, "generations": 1,
+             "seconds": 0.1}
+    writer.write_on_batch_end(trainer, None, {"records": [rec("a")], "stats": stats}, None, None, 0)
+    trainer.received_sigterm = True  # what Lightning's signal handler sets on `kill`
+    with pytest.raises(SystemExit, match="SIGTERM received; stopped after storing batch 1"):
+        writer.write_on_batch_end(trainer, None, {"records": [rec("b")], "stats": stats}, None, None, 1)
+    assert sorted(RationaleStore(tmp_path / "s").reload().index) == ["a", "b"]  # the batch in flight was kept

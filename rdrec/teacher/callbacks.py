@@ -29,6 +29,9 @@ class StoreWriter(BasePredictionWriter):
         for k, v in prediction["stats"].items():
             self.totals[k] += v
         self.totals["batches"] += 1
+        if trainer.received_sigterm:  # Lightning's predict loop does not stop on SIGTERM: stop once this batch is stored
+            raise SystemExit(f"rdrec-generate: SIGTERM received; stopped after storing batch {batch_idx}. "
+                             f"Rerun the same command to resume from the store ({self.store_dir}).")
 
 
 class GenerationProgress(pl.Callback):
