@@ -44,14 +44,16 @@ class SaveRanks(pl.Callback):
 class SaveTopK(pl.Callback):
     """After testing, writes every evaluated user's top-k items to ``<dirpath>/<stage>.parquet``.
 
+    ``all_users``: every user of the split, also when evaluation uses a subset (``data.eval_users``).
     Columns ``user``, ``items`` (at most k ids, best first; items a model cannot score, e.g. those no beam
     reached, are left out), ``scores``. Stage ``valid`` ranks from the training
     history, stage ``test`` from training + validation: DELRec and SLIM read these as the SR model's
     predictions. Seen items are left out like the full protocol does (``exclude_seen``).
     """
 
-    def __init__(self, dirpath: str, k: int = 50, exclude_seen: bool = True, stages=("valid", "test")):
-        self.dirpath, self.k, self.stages = Path(dirpath), k, tuple(stages)
+    def __init__(self, dirpath: str, k: int = 50, exclude_seen: bool = True, stages=("valid", "test"),
+                 all_users: bool = True):
+        self.dirpath, self.k, self.stages, self.all_users = Path(dirpath), k, tuple(stages), all_users
         self.protocol = FullRanking(exclude_seen=exclude_seen)
 
     @torch.no_grad()
@@ -60,11 +62,13 @@ class SaveTopK(pl.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        loaders = {"valid": trainer.datamodule.val_dataloader, "test": trainer.datamodule.test_dataloader}
+        dm = trainer.datamodule
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for stage in self.stages:
             rows = []
-            for batch in loaders[stage]():
+            # every user (also when only a subset is evaluated, data.eval_users: DELRec and SLIM read everyone's),
+            # unsharded: under DDP this one process writes the whole artifact
+            for batch in dm.eval_dataloader(stage, all_users=self.all_users, shard=False):
                 batch = move_data_to_device(batch, pl_module.device)  # nested (text-task) fields too
                 scores, _, valid = self.protocol(pl_module, batch)
                 scores = scores.masked_fill(~valid, float("-inf"))

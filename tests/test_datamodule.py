@@ -95,7 +95,7 @@ def test_eval_users_is_one_seeded_subset_served_whole_and_shared_by_every_method
         served = [u for batch in loader for u in batch["user"].tolist()]
         np.testing.assert_array_equal(sorted(served), users)  # each subset user exactly once, nobody else
         # the rows are the full datamodule's rows for those users (same targets, same persisted candidates)
-        rows = {u: (t, c) for b in full._eval_loader(stage) for u, t, c in
+        rows = {u: (t, c) for b in full.eval_dataloader(stage) for u, t, c in
                 zip(b["user"].tolist(), b["target"].tolist(), b["sampled_candidates"].tolist())}
         for b in loader:
             for u, t, c in zip(b["user"].tolist(), b["target"].tolist(), b["sampled_candidates"].tolist()):

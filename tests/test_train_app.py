@@ -65,12 +65,15 @@ def test_ddp_cpu_evaluates_every_test_user_exactly_once(tmp_path, ml100k_root):
         "rdrec-train",
         # one epoch of SASRec: gradients really synchronise, then every test user is ranked exactly once
         ["trainer=ddp_cpu", "data=ml100k", "trainer.max_epochs=1", f"data.source.root={ml100k_root}", f"paths.data_dir={tmp_path / 'data'}",
-         f"hydra.run.dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false"],
+         f"hydra.run.dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false", "data.eval_users=500"],
         cwd=tmp_path,
     )
     assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # two processes really ran
     ranks = pd.read_csv(tmp_path / "run" / "ranks" / "test.csv")
-    assert len(ranks) == 943 and ranks["user"].is_unique
+    assert len(ranks) == 500 and ranks["user"].is_unique  # the evaluated subset, split between the processes
+    for stage in ("valid", "test"):  # the SR model's predictions cover every user, written whole by one process
+        topk = pd.read_parquet(tmp_path / "run" / "topk" / f"{stage}.parquet")
+        assert len(topk) == 943 and topk["user"].is_unique
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test/hr@10"] == pytest.approx((ranks["rank"] <= 10).mean())
 

@@ -102,18 +102,22 @@ class SeqRecDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("valid")
+        return self.eval_dataloader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_dataloader("test")
 
-    def _eval_loader(self, stage: str) -> DataLoader:
+    def eval_dataloader(self, stage: str, all_users: bool = False, shard: bool = True) -> DataLoader:
+        """The evaluation batches of ``stage``: the ``eval_users`` subset, or every user with ``all_users``
+        (predictions other methods read, e.g. the SR model's top-k for DELRec, cover everyone). Under DDP each
+        process gets its share of the users unless ``shard`` is false (one process writing an artifact)."""
         data = self._eval[stage]
         collate = data.collate
-        if stage in self._subsets:
+        if stage in self._subsets and not all_users:
             data = Subset(data, self._subsets[stage].tolist())
         # Lightning's default distributed sampler pads with repeated users; evaluation must see each user once.
-        sampler = UnrepeatedDistributedSampler(data, shuffle=False) if dist.is_available() and dist.is_initialized() else None
+        distributed = shard and dist.is_available() and dist.is_initialized()
+        sampler = UnrepeatedDistributedSampler(data, shuffle=False) if distributed else None
         return DataLoader(
             data, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=collate, num_workers=self.num_workers
         )

@@ -124,9 +124,9 @@ class RDRecDataModule(SeqRecDataModule):
         return DataLoader(data, batch_size=self.batch_size, shuffle=True, collate_fn=self.encoder,
                           num_workers=self.num_workers)
 
-    def _eval_loader(self, stage: str) -> DataLoader:
+    def eval_dataloader(self, stage: str, all_users: bool = False, shard: bool = True) -> DataLoader:
         self.tokenizer  # noqa: B018 (built on first use: it replaces the eval examples with text ones)
-        return super()._eval_loader(stage)
+        return super().eval_dataloader(stage, all_users, shard)
 
 
 def load_rationales(path: str | Path, fingerprint: str, view: TrainView) -> pd.DataFrame:
