@@ -213,9 +213,8 @@ def report(stages: list[Stage], cfg: DictConfig) -> str:
     parts = []
     trained = [s for s in stages if s.app == "train" and s.dir and (s.dir / "metrics.json").exists()]
     if trained:
-        runs = load_runs([s.dir / "metrics.json" for s in trained])  # rows in path order, not stage order
-        order = {str(s.dir): i for i, s in enumerate(trained)}
-        runs = runs.iloc[sorted(range(len(runs)), key=lambda r: order[runs["run_dir"].iloc[r]])].reset_index(drop=True)
+        runs = load_runs([s.dir / "metrics.json" for s in trained])  # rows in path order: put them in stage order
+        runs = runs.set_index("run_dir", drop=False).loc[[str(s.dir) for s in trained]].reset_index(drop=True)
         runs["settings"] = [{"stage": s.name} for s in trained]
         runs["setting"] = [s.name for s in trained]
         runs["seed"] = [s.seed for s in trained]

@@ -13,3 +13,6 @@ COMMON="seed=1 data=ml100k delrec.sr_run=$SR data.examples_per_user=1 data.batch
 /usr/bin/time -v nice -n 10 .venv/bin/rdrec-train strategy=delrec_stage1 $COMMON hydra.run.dir=$W/stage1 > $W/stage1.log 2>&1
 /usr/bin/time -v nice -n 10 .venv/bin/rdrec-train strategy=delrec $COMMON delrec.stage1_run=$W/stage1 trainer.max_epochs=1 hydra.run.dir=$W/stage2 > $W/stage2.log 2>&1
 grep -h -E "Elapsed|Maximum resident" $W/stage1.log $W/stage2.log
+for stage in stage1 stage2; do   # the module logs train/seconds_per_step; its median over the logged values
+  .venv/bin/python -c "import pandas as pd, sys; f = pd.read_csv(sys.argv[1]); print(sys.argv[2], 'median s/step:', f['train/seconds_per_step'].dropna().median())" $W/$stage/csv/metrics.csv $stage
+done
