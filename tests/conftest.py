@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def ml100k_root() -> Path:
     """Raw ml-100k files, fetched once into the project's data dir (like `make run`); skipped offline."""
-    from rdrec.data.errors import DataError
+    from rdrec.errors import DataError
     from rdrec.data.sources.movielens import MovieLens100K
 
     root = Path(os.environ.get("RDREC_DATA_DIR", ROOT_DIR / "data")) / "raw"

@@ -10,7 +10,7 @@ import pytest
 
 from rdrec.data.cache import build_cached, source_fingerprint
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.pipeline import load_canonical, prepare_dataset
 from rdrec.data.prepared import PreparedDataset
 from rdrec.data.sources.base import Source

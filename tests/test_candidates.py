@@ -8,7 +8,7 @@ import pytest
 
 import rdrec.data.candidates as cand
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.split import SplitConfig, prepare
 
 

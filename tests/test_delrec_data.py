@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rdrec.cli.train import train
-from rdrec.data.delrec_artifacts import load_soft_prompt
-from rdrec.data.delrec_teacher import load_sr_model, predict_topk, read_topk
-from rdrec.data.errors import DataError
+from rdrec.methods.delrec.artifacts import load_soft_prompt
+from rdrec.methods.delrec.sr_model import load_sr_model, predict_topk, read_topk
+from rdrec.errors import DataError
 from tests.conftest import compose_cfg
 
 K, N_SR = 6, 3
@@ -156,7 +156,7 @@ def test_delrec_configs_compose_and_agree(tmp_path, overrides):
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if overrides == ["experiment=delrec_ml100k_cpu"]:
         return  # the budget settings composed with the default strategy (sr): only has to compose
-    assert data["_target_"] == "rdrec.data.delrec_datamodule.DelRecDataModule"
+    assert data["_target_"] == "rdrec.methods.delrec.datamodule.DelRecDataModule"
     lists = OmegaConf.to_container(cfg.eval.candidate_lists, resolve=True)
     assert lists["delrec"]["kind"] == "sr_topk" and lists["delrec"]["size"] == data["num_candidates"]
     assert cfg.eval.protocols.full is None and cfg.eval.protocols.delrec.name == "delrec"

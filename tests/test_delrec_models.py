@@ -8,8 +8,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from rdrec.backbones import Backbone
-from rdrec.models.delrec_scoring import SOFT_SLOT, PromptCodec, candidate_log_likelihood
-from rdrec.models.soft_prompt import SoftPromptLM
+from rdrec.methods.delrec.scoring import SOFT_SLOT, PromptCodec, candidate_log_likelihood
+from rdrec.methods.delrec.soft_prompt import SoftPromptLM
 
 WORDS = (
     "a user consumed these items oldest first the recommendation pattern of sasrec is candidates next item "

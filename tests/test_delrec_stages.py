@@ -9,11 +9,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from rdrec.data.delrec_datamodule import PromptExamples
-from rdrec.data.delrec_prompts import DelRecPrompts
+from rdrec.methods.delrec.datamodule import PromptExamples
+from rdrec.methods.delrec.prompts import DelRecPrompts
 from rdrec.eval.protocols import CandidateRanking
-from rdrec.modules.delrec import DelRecModule
-from rdrec.modules.delrec_stage1 import DelRecStage1Module, DynamicWeightAverage
+from rdrec.methods.delrec.module import DelRecModule
+from rdrec.methods.delrec.stage1 import DelRecStage1Module, DynamicWeightAverage
 from tests.test_delrec_models import KINDS, tiny_backbone
 
 TITLES = ["", "star wars", "star trek", "toy story", "alien", "aliens", "heat", "fargo", "casablanca"]

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 
-from rdrec.data.errors import DataError
-from rdrec.data.rdrec_datamodule import load_rationales
-from rdrec.data.text_tasks import DEFAULT_TEMPLATES, TASK_IDS, TASKS, TaskMixture
+from rdrec.errors import DataError
+from rdrec.methods.rdrec.datamodule import load_rationales
+from rdrec.methods.rdrec.tasks import DEFAULT_TEMPLATES, TASK_IDS, TASKS, TaskMixture
 from rdrec.teacher.export import export
 from tests.conftest import compose_cfg
 

@@ -9,12 +9,12 @@ from transformers.modeling_outputs import BaseModelOutput
 from rdrec.backbones import Backbone
 from rdrec.backbones.t5 import load_t5, tiny_t5
 from rdrec.backbones.tokenizer import corpus_tokenizer, train_tokenizer
-from rdrec.data.text_tasks import TASK_IDS, TASKS, TextEncoder, TextExample, item_text
-from rdrec.eval.constrained import ItemTrie
+from rdrec.methods.rdrec.tasks import TASK_IDS, TASKS, TextEncoder, TextExample, item_text
+from rdrec.methods.rdrec.trie import ItemTrie
 from rdrec.eval.protocols import CandidateRanking, FullRanking
-from rdrec.eval.text_metrics import text_scores
-from rdrec.models.pod import PODStudent
-from rdrec.modules.rdrec_student import RDRecStudentModule
+from rdrec.methods.rdrec.text_metrics import text_scores
+from rdrec.methods.rdrec.pod import PODStudent
+from rdrec.methods.rdrec.module import RDRecStudentModule
 
 NUM_ITEMS = 120  # ids 1..120: "item_1" is a prefix of "item_12" and "item_120", so the trie must branch after "1"
 CORPUS = [f"user_{u} has interacted with item_{u} item_{u + 1} ; predict the next item" for u in range(1, 40)] + [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from rdrec.data.errors import DataError
-from rdrec.data.slim_distill import SlimDistillDataModule, split_users
-from rdrec.data.slim_rec import SlimRecDataModule
-from rdrec.data.slim_text import encode_cached, item_texts, load_rationales
+from rdrec.errors import DataError
+from rdrec.methods.slim.distill_data import SlimDistillDataModule, split_users
+from rdrec.methods.slim.rec_data import SlimRecDataModule
+from rdrec.methods.slim.texts import encode_cached, item_texts, load_rationales
 from rdrec.data.split import SplitConfig
 from rdrec.teacher.prompts import Subset
 from tests.test_slim_fixtures import HashEncoder, answer, slim_family, synthetic_prepared, synthetic_source, write_export

@@ -7,7 +7,7 @@ import torch
 
 from rdrec.models.gru4rec import GRU4Rec
 from rdrec.models.sasrec import SASRec
-from rdrec.models.slim_fusion import SlimFusion, SlimMatching, TextFusion
+from rdrec.methods.slim.fusion import SlimFusion, SlimMatching, TextFusion
 from rdrec.models.srgnn import SRGNN
 
 N_ITEMS, N_USERS, E = 30, 12, 8

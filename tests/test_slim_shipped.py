@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rdrec.backbones import shipped
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.utils.resolvers import ROOT_DIR
 
 MODELS = ROOT_DIR / "data" / "models"
@@ -69,7 +69,7 @@ def test_minilm_folder_is_copied_out_of_its_wheel_once(monkeypatch, tmp_path):
 def test_real_minilm_encodes_unit_vectors_and_zero_for_empty_text():
     import torch
 
-    from rdrec.models.text_encoder import TextEncoder
+    from rdrec.methods.slim.text_encoder import TextEncoder
 
     enc = TextEncoder(str(MODELS / "all-minilm-l6-v2"))
     v = enc.encode(["Toy Story. Categories: Animation, Comedy. Year: 1995", "", "The user likes dramas."], progress=False)

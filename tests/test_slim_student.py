@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rdrec.backbones.causal import byte_tokenizer, tiny_llama
-from rdrec.modules.slim_student import IGNORE, SlimStudentModule, encode_pairs, render_prompt, token_nll
+from rdrec.methods.slim.student_module import IGNORE, SlimStudentModule, encode_pairs, render_prompt, token_nll
 from rdrec.teacher.backends.transformers import TransformersBackend
 
 PROMPTS = ["The user chose these items, oldest first: A; B; C\nWhat next?", "The user chose: Z"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.amazon_p5 import AmazonP5
 from rdrec.data.sources.amazon_raw import AmazonReviews
 

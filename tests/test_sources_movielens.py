@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.movielens import MovieLens100K
 from rdrec.data.sources.recbole_atomic import RecBoleDataset, read_atomic
 

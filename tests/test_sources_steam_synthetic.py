@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.steam import SteamLLaRA, SteamSASRec
 from rdrec.data.sources.synthetic import Synthetic
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.prepared import EvalView, PreparedDataset, TrainView
 from rdrec.data.split import SplitConfig, prepare
 

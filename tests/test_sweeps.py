@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError
 
 from rdrec.aggregate import load_runs
-from rdrec.utils.hydra_callbacks import RequirePlugin
+from rdrec.cli.hydra_callbacks import RequirePlugin
 from rdrec.utils.resolvers import CONFIG_DIR
 from tests.conftest import BIN, run_cli
 

@@ -9,10 +9,10 @@ import zipfile
 
 import pytest
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.teacher.backends.base import GenerationParams
 from rdrec.teacher.backends.vllm import VLLMBackend
-from rdrec.teacher import weights
+from rdrec.backbones import shipped as weights
 from rdrec.utils.pypi import extract_members, sha256_file
 from tests.test_teacher_fixtures import teacher_model
 
@@ -58,7 +58,7 @@ def test_vllm_is_imported_only_when_used_and_gets_per_prompt_seeds(monkeypatch):
 
 
 def test_converted_copy_is_reused_without_fetching(tmp_path, monkeypatch):
-    out = tmp_path / "models" / weights.CONVERTED_NAME
+    out = tmp_path / "models" / weights.SMOLLM2_DIR
     out.mkdir(parents=True)
     (out / "config.json").write_text("{}")
     (out / "SOURCE.json").write_text(json.dumps({"format": weights.FORMAT}))
@@ -92,7 +92,7 @@ def test_gguf_conversion_matches_the_cached_copy(tmp_path):
     from tests.test_teacher_fixtures import real_smollm2_dir
 
     cached = real_smollm2_dir()
-    gguf = (cached.parent / "gguf" / weights.GGUF_NAME) if cached else None
+    gguf = (cached.parent / "gguf" / weights.SMOLLM2_GGUF) if cached else None
     if cached is None or not gguf.is_file():
         pytest.skip("the shipped GGUF and its converted copy are absent (rdrec-generate data=ml100k makes them)")
     out = weights.convert_gguf(gguf, tmp_path / "converted")

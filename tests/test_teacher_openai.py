@@ -220,7 +220,7 @@ def test_the_api_key_never_reaches_logs_store_or_provenance(prepared, tmp_path, 
 
 # ---- against a real llama.cpp server ----------------------------------------------------------------------------
 def _gguf() -> Path | None:
-    from rdrec.teacher.weights import GGUF_NAME
+    from rdrec.backbones.shipped import GGUF_NAME
     from rdrec.utils.resolvers import ROOT_DIR
 
     path = Path(os.environ.get("RDREC_DATA_DIR", ROOT_DIR / "data")) / "models" / "gguf" / GGUF_NAME

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.teacher.export import export, load
 from rdrec.teacher.store import RationaleStore, make_key, record_checksum
 

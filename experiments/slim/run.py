@@ -105,7 +105,7 @@ def generate(args) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from rdrec.data.slim_distill import split_users
+    from rdrec.methods.slim.distill_data import split_users
     from rdrec.teacher.backends.base import GenerationParams
     from rdrec.teacher.backends.transformers import TransformersBackend
     from rdrec.teacher.export import load
@@ -232,13 +232,13 @@ def text(args) -> None:
     from torchmetrics.text import BLEUScore
     from torchmetrics.text.rouge import ROUGEScore
 
-    from rdrec.data.slim_distill import split_users
-    from rdrec.data.slim_text import load_rationales
+    from rdrec.methods.slim.distill_data import split_users
+    from rdrec.methods.slim.texts import load_rationales
     from rdrec.teacher.backends.base import GenerationParams
     from rdrec.teacher.backends.transformers import TransformersBackend
     from rdrec.teacher.export import load
     from rdrec.teacher.prompts import Subset
-    from rdrec.teacher.weights import smollm2
+    from rdrec.backbones.shipped import smollm2
     from rdrec.utils.resolvers import CONFIG_DIR
 
     ds = prepared()

@@ -146,7 +146,7 @@ def main() -> None:
 
     if args.worker:
         chats = json.loads(chats_file.read_text())
-        from rdrec.teacher.weights import smollm2, smollm2_gguf
+        from rdrec.backbones.shipped import smollm2, smollm2_gguf
 
         if args.worker == "batched":
             res = run_batched(chats, args.max_new_tokens, args.batch_size, smollm2(data_dir))

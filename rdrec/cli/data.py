@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from rdrec.data.export import export
 from rdrec.data.pipeline import load_canonical, prepare_dataset
-from rdrec.utils.errors import report_data_errors
+from rdrec.cli.errors import report_data_errors
 from rdrec.utils.resolvers import CONFIG_DIR
 
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from rdrec.data.pipeline import prepare_dataset
 from rdrec.teacher.runner import run_generation
-from rdrec.utils.errors import report_data_errors
+from rdrec.cli.errors import report_data_errors
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.resolvers import CONFIG_DIR
 

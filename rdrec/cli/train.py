@@ -16,7 +16,7 @@ from pytorch_lightning.loggers import WandbLogger
 import rdrec.wandb_logging  # noqa: F401 - registers the resolvers conf/logger/wandb.yaml uses
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.report import metrics_table, write_metrics
-from rdrec.utils.errors import report_data_errors
+from rdrec.cli.errors import report_data_errors
 from rdrec.utils.resolvers import CONFIG_DIR
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset
 
 STRATEGIES = ("uniform", "popularity")

@@ -17,7 +17,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.utils.atomic import atomic_dir
 
 STAGES = ("train", "valid", "test")

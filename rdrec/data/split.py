@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset
 
 ID_MAPPINGS = ("random", "sequential")

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rdrec.data.prepared import PreparedDataset
-from rdrec.modules.teacher import TeacherModule, first
+from rdrec.teacher.module import TeacherModule, first
 from rdrec.teacher.backends.base import Backend, GenerationParams
 from rdrec.teacher.callbacks import GenerationProgress, StoreWriter
 from rdrec.teacher.export import export

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 
 log = logging.getLogger(__name__)
 

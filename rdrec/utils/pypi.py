@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.amazon_raw import read_meta
 from rdrec.data.sources.base import Source
 

@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.base import Source
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.recbole_atomic import RecBoleDataset
 from rdrec.utils.pypi import fetch_from_wheel
 

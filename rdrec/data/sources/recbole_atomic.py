@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from rdrec.data.canonical import CanonicalDataset
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.sources.base import Source
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from rdrec.backbones import Backbone
-from rdrec.modules.delrec import DelRecBase
+from rdrec.methods.delrec.module import DelRecBase
 
 TASKS = ("ta", "rps")
 

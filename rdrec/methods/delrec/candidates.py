@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rdrec.data.candidates import CandidateLists, _seed_sequence, _targets, cached_lists, sample_negatives
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset
 from rdrec.utils.pypi import sha256_file
 

@@ -8,7 +8,7 @@ from ``train_view()`` only; the SR model's top-k for training prefixes is predic
 the ``strategy=sr`` run named by ``sr_run``, which saw only training interactions as targets.
 
 Evaluation batches are the shared ones (history, target, persisted candidate lists). A candidate list of kind
-``sr_topk`` is DELRec's list (``rdrec.data.delrec_candidates``), built from the SR run's ``topk/`` artifact.
+``sr_topk`` is DELRec's list (``rdrec.methods.delrec.candidates``), built from the SR run's ``topk/`` artifact.
 Batches carry text and ids only; the strategy tokenizes (it owns the tokenizer and the soft-prompt length).
 """
 
@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from rdrec.data.candidates import load_or_create
 from rdrec.data.datamodule import SeqRecDataModule
-from rdrec.data.delrec_candidates import KIND, load_or_create_sr_lists, training_candidates
-from rdrec.data.delrec_prompts import DelRecPrompts, display_titles
-from rdrec.data.delrec_teacher import check_same_split, load_sr_model, predict_topk, read_topk, sr_model_name, sr_run_config
-from rdrec.data.errors import DataError
+from rdrec.methods.delrec.candidates import KIND, load_or_create_sr_lists, training_candidates
+from rdrec.methods.delrec.prompts import DelRecPrompts, display_titles
+from rdrec.methods.delrec.sr_model import check_same_split, load_sr_model, predict_topk, read_topk, sr_model_name, sr_run_config
+from rdrec.errors import DataError
 
 log = logging.getLogger(__name__)
 TASKS = ("rec", "stage1")

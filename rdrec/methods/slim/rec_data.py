@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 from rdrec.data.datamodule import SeqRecDataModule
-from rdrec.data.slim_text import ITEM_FIELDS, encode_cached, item_texts, load_rationales, rationale_table
+from rdrec.methods.slim.texts import ITEM_FIELDS, encode_cached, item_texts, load_rationales, rationale_table
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``DelRecBase`` holds what both stages share: the LLM with its soft prompt (``SoftPromptLM``), the prompt codec,
 and the scoring hook of the shared evaluator. ``score_candidates`` renders the recommendation prompt showing
 exactly the candidates being ranked (in their persisted, shuffled order) and scores each by the log-likelihood
-of its whole title (``rdrec.models.delrec_scoring``). There is no ``score_all``: DELRec ranks what it shows, so
+of its whole title (``rdrec.methods.delrec.scoring``). There is no ``score_all``: DELRec ranks what it shows, so
 its strategy configs evaluate candidate protocols only.
 
 Checkpoints keep only what training changes (the soft prompt and the adapters); the LLM's weights come from the
@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 
 from rdrec.backbones import Backbone
-from rdrec.models.delrec_scoring import PromptCodec, candidate_log_likelihood
-from rdrec.models.soft_prompt import SoftPromptLM
+from rdrec.methods.delrec.scoring import PromptCodec, candidate_log_likelihood
+from rdrec.methods.delrec.soft_prompt import SoftPromptLM
 from rdrec.modules.base import RecModule
 
 KEEP_IN_CHECKPOINT = ("soft_prompt", "lora_", "ranknum")
@@ -119,7 +119,7 @@ class DelRecBase(RecModule):
 
 
 class DelRecModule(DelRecBase):
-    """Stage 2. ``soft_prompt``: the stage-1 vectors (``rdrec.data.delrec_artifacts.load_soft_prompt``), or None
+    """Stage 2. ``soft_prompt``: the stage-1 vectors (``rdrec.methods.delrec.artifacts.load_soft_prompt``), or None
     for the "without stage 1" ablation (a random, frozen prompt). ``adalora``: peft ``AdaLoraConfig`` fields, or
     None for the "without AdaLoRA" ablation (nothing trains: evaluate with ``train=false``). ``tinit``/``tfinal``
     below 1 are fractions of the total number of steps."""

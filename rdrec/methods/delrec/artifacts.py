@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 
 KEY = "lm.soft_prompt"
 

@@ -1,7 +1,7 @@
 """DELRec's language-model interface: prompts with a soft-prompt slot, the LM loss, exact candidate scoring.
 
 - :class:`PromptCodec` turns text prompts holding one ``SOFT_SLOT`` marker into token ids with ``num_soft``
-  placeholder positions (``soft_mask``) for :class:`rdrec.models.soft_prompt.SoftPromptLM`, and item titles
+  placeholder positions (``soft_mask``) for :class:`rdrec.methods.delrec.soft_prompt.SoftPromptLM`, and item titles
   into target token ids that end with the end-of-sequence token (so a title that is a prefix of another is
   still a different, complete answer).
 - :func:`lm_loss` is the token cross-entropy of the target titles given the prompts (teacher forcing).
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from rdrec.models.soft_prompt import SoftPromptLM
+from rdrec.methods.delrec.soft_prompt import SoftPromptLM
 
 SOFT_SLOT = "<soft_prompt>"
 IGNORE = -100

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rdrec.data.datamodule import SeqRecDataModule
-from rdrec.data.slim_text import STEPS
+from rdrec.methods.slim.texts import STEPS
 from rdrec.teacher.export import load
 
 
@@ -68,7 +68,7 @@ class SlimDistillDataModule(SeqRecDataModule):
         super().setup(stage)
         if self.pairs:
             return
-        from rdrec.data.slim_text import load_rationales  # checks the export's fingerprint against this split
+        from rdrec.methods.slim.texts import load_rationales  # checks the export's fingerprint against this split
 
         load_rationales(self.teacher, self.dataset)
         table = load(self.teacher)["slim_users"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 
 
 def report_data_errors(main):

@@ -11,7 +11,7 @@ The variants of the paper are this module with different switches and data:
 
 Losses, optimiser and scoring hooks are ``SeqRecModule``'s (BCE with one uniform negative per target by
 default, as the paper; ``loss=ce`` works too). The text tables come from the datamodule
-(``rdrec.data.slim_rec.SlimRecDataModule``) in ``setup``; they are data, never trained, never checkpointed.
+(``rdrec.methods.slim.rec_data.SlimRecDataModule``) in ``setup``; they are data, never trained, never checkpointed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 from rdrec.models.base import SequentialRecommender
-from rdrec.models.slim_fusion import SlimFusion, SlimMatching
+from rdrec.methods.slim.fusion import SlimFusion, SlimMatching
 from rdrec.modules.base import RecModule
 from rdrec.modules.seqrec import SeqRecModule
 
@@ -70,7 +70,7 @@ class SlimRecModule(SeqRecModule):
     def setup(self, stage: str | None = None) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is None or not hasattr(dm, "item_text"):
-            raise RuntimeError("SlimRecModule needs a SlimRecDataModule (data._target_=rdrec.data.slim_rec.SlimRecDataModule)")
+            raise RuntimeError("SlimRecModule needs a SlimRecDataModule (data._target_=rdrec.methods.slim.rec_data.SlimRecDataModule)")
         if self.uses["user"] and not getattr(dm, "rationales", None):
             raise ValueError("this SLIM variant reads user rationales, but data.rationales is not set "
                              "(slim.student_rationales=<export> / slim.teacher_rationales=<export>)")

@@ -1,6 +1,6 @@
 """SLIM's recommenders over text vectors (Wang et al., WWW 2024): ID-based fusion and ID-agnostic matching.
 
-Text vectors come from a sentence encoder (``rdrec.models.text_encoder``): one per user (the encoded rationale
+Text vectors come from a sentence encoder (``rdrec.methods.slim.text_encoder``): one per user (the encoded rationale
 of the student, or of the teacher) and one per item (title + genres/categories + brand). Both models take them
 as tensors ``[num_users + 1, E]`` / ``[num_items + 1, E]``; row 0 and users/items without text are zero rows.
 

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 
 from rdrec.data.batches import EvalExamples
 from rdrec.data.datamodule import SeqRecDataModule
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.prepared import TrainView
-from rdrec.data.text_tasks import DEFAULT_TEMPLATES, TASKS, TaskMixture, TextEncoder, sequential_source
+from rdrec.methods.rdrec.tasks import DEFAULT_TEMPLATES, TASKS, TaskMixture, TextEncoder, sequential_source
 
 log = logging.getLogger(__name__)
 

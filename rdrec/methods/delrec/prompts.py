@@ -1,7 +1,7 @@
 """DELRec's prompt texts: recommendation, Temporal Analysis (TA) and Recommendation Pattern Simulating (RPS).
 
 Every prompt holds the soft-prompt slot once, as "the recommendation pattern of {model} is <soft_prompt>", where
-the distilled vectors go (``rdrec.models.delrec_scoring.SOFT_SLOT``). Items appear as their display titles
+the distilled vectors go (``rdrec.methods.delrec.scoring.SOFT_SLOT``). Items appear as their display titles
 (title and year when the year is known, which tells most same-named items apart). Candidates are listed in the
 order given: callers shuffle them (seeded) so the answer's position carries no signal.
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from rdrec.models.delrec_scoring import SOFT_SLOT
+from rdrec.methods.delrec.scoring import SOFT_SLOT
 
 
 @dataclass

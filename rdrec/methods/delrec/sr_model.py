@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rdrec.data.batches import left_pad
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.models.base import SequentialRecommender
 
 MODEL_NAMES = {"SASRec": "SASRec", "GRU4Rec": "GRU4Rec", "Caser": "Caser", "BERT4Rec": "BERT4Rec", "SRGNN": "SR-GNN"}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdrec.data.errors import DataError
+from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset, TrainView
 
 log = logging.getLogger(__name__)

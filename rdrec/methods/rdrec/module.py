@@ -21,10 +21,10 @@ from collections.abc import Callable
 import torch
 
 from rdrec.backbones import Backbone
-from rdrec.data.text_tasks import TASKS
-from rdrec.eval.constrained import ItemTrie
-from rdrec.eval.text_metrics import TextMetrics
-from rdrec.models.pod import PODStudent
+from rdrec.methods.rdrec.tasks import TASKS
+from rdrec.methods.rdrec.trie import ItemTrie
+from rdrec.methods.rdrec.text_metrics import TextMetrics
+from rdrec.methods.rdrec.pod import PODStudent
 from rdrec.modules.base import RecModule
 
 
