@@ -1,4 +1,4 @@
-"""Collect run directories (DESIGN §3) into a paper-style table: runs grouped by their config differences,
+"""Collect run directories (docs/architecture.md) into a paper-style table: runs grouped by their config differences,
 seeds pooled into mean ± std, best in bold, a paired t-test against a baseline, and a plot per metric.
 
 A run directory is any directory holding ``metrics.json``; ``.hydra/overrides.yaml`` and ``.hydra/config.yaml``

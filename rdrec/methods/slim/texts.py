@@ -1,7 +1,7 @@
 """SLIM's texts: item text from the training view, user rationales from a rationale export, and their vectors.
 
 - ``item_texts(view)``: one string per item id (title + categories/genres + brand + year), item-level text, so
-  allowed in training (DESIGN §4); index 0 is "".
+  allowed in training (docs/protocol.md); index 0 is "".
 - ``load_rationales(export_dir, prepared, field)``: ``{user: text}`` from the ``slim_users`` table of a rationale
   export (``rdrec.teacher.export``; the teacher's or the student's, same format). ``field`` is the reasoning
   step: ``preferences`` (1), ``categories`` (2), ``items`` (3), or ``rationale`` (all three). The export must have
