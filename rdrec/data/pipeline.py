@@ -23,7 +23,7 @@ PREPARE_VERSION = 1
 def load_canonical(
     source: Source, cache_dir: str | Path, log: Callable[[str], None] = print, fingerprint: str | None = None
 ) -> CanonicalDataset:
-    fingerprint = fingerprint or source_fingerprint(source)
+    fingerprint = fingerprint or source_fingerprint(source, cache_dir)
     path = Path(cache_dir) / source.name / f"canonical-{fingerprint[:16]}"
     return _stage(
         "canonical", path, log,
@@ -37,7 +37,7 @@ def prepare_dataset(
     source: Source, split: SplitConfig, cache_dir: str | Path, log: Callable[[str], None] = print
 ) -> PreparedDataset:
     split.validate()  # fail on a bad config before reading any file
-    source_fp = source_fingerprint(source)
+    source_fp = source_fingerprint(source, cache_dir)
     fingerprint = stable_hash({"source": source_fp, "split": asdict(split), "version": PREPARE_VERSION})
     path = Path(cache_dir) / source.name / f"prepared-{fingerprint[:16]}"
 
