@@ -107,6 +107,7 @@ def build_cached(
                 aside = None
             log.warning("cache entry %s is corrupt (%s); %s, rebuilding", path, err,
                         f"moved aside to {aside.name}" if aside else "already moved aside")
+    path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_staging(path.parent)
     obj = build()
     staging = staging_path(path)
