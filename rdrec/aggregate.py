@@ -335,13 +335,12 @@ def plot(summary: pd.DataFrame, metrics: Sequence[str], path: str | Path, x: str
     if others:
         axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    if isinstance(path, (str, Path)):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
-        atomic_write_bytes(path, buffer.getvalue())
-    else:  # a binary file object
-        fig.savefig(path, dpi=110, format="png")
+    named = isinstance(path, (str, Path))
+    buffer = io.BytesIO() if named else path  # else: a binary file object
+    fig.savefig(buffer, dpi=110, format=(Path(path).suffix.lstrip(".") or "png") if named else "png")
     plt.close(fig)
+    if named:
+        atomic_write_bytes(path, buffer.getvalue())
     return points
 
 

@@ -2,6 +2,10 @@
 
     cache_dir/<name>/canonical-<source fp[:16]>       CanonicalDataset
     cache_dir/<name>/prepared-<sha(source fp, split)[:16]>   PreparedDataset
+    cache_dir/file-hashes.json                          remembered sha256 of the raw files (rdrec.data.cache)
+
+The source fingerprint hashes the raw files' bytes, so the same data anywhere gives the same entries; each entry
+carries a checksum manifest and one that fails it is moved aside and rebuilt (``rdrec.data.cache.build_cached``).
 """
 
 from __future__ import annotations
