@@ -354,7 +354,7 @@ class KeyEchoServer:
         self.server.__exit__(*exc)
 
 
-def test_keys_echoed_by_a_server_never_reach_logs_store_exports_or_ids(tmp_path, monkeypatch, caplog):
+def test_keys_echoed_by_a_server_never_reach_logs_store_exports_or_ids(tmp_path, monkeypatch, caplog, capsys):
     import pytorch_lightning as pl
 
     from rdrec.teacher.backends.base import GenerationParams
@@ -385,7 +385,9 @@ def test_keys_echoed_by_a_server_never_reach_logs_store_exports_or_ids(tmp_path,
     assert "HTTP 401" in caplog.text and "***" in caplog.text  # the body was logged, redacted
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "metrics.json" for p in written)
+    printed = "".join(capsys.readouterr())
+    assert "echo@127.0.0.1" in printed  # the run announced its model id, without credentials
     for secret in (KEY, URL_KEY, basic):
-        assert secret not in caplog.text
+        assert secret not in caplog.text and secret not in printed
         for path in written:
             assert secret.encode() not in path.read_bytes(), path
