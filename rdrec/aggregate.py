@@ -7,6 +7,11 @@ seqrec=gru4rec``); where two runs have the same overrides but different composed
 file, changed defaults) the differing config keys are added. Seeds, paths, loggers and resume points are not
 settings: runs that differ only in those are repetitions of one setting.
 
+A ``metrics.json`` must be a JSON object of at least one metric name → number (``null``/NaN allowed for a metric
+that could not be computed); anything else stops the aggregation with one line naming the file and key, before
+anything is written. The output files are computed in memory first and then written atomically: into a new
+directory renamed into place, or file by file (each renamed into place) into an existing one.
+
 Numbers: mean and sample standard deviation (``ddof=1``, as pandas and most papers) over a setting's runs; the
 p-value is scipy's two-sided paired t-test (``ttest_rel``) of a setting against its baseline over the seeds both
 ran (a seed run twice in one setting counts once, with its runs averaged).
@@ -14,8 +19,10 @@ ran (a seed run twice in one setting counts once, with its runs averaged).
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import numbers
 import re
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatch
@@ -25,6 +32,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from rdrec.errors import DataError
+from rdrec.utils.atomic import atomic_dir, atomic_write_bytes
 from rdrec.utils.report import metric_order, markdown_table
 
 DEFAULT_METRICS = ("test/hr@10", "test/ndcg@10", "test/mrr", "test/sampled/hr@10", "test/sampled/ndcg@10")
@@ -47,10 +56,7 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     rows, overrides, configs = [], [], []
     for metrics_file in files:
         run = metrics_file.parent
-        try:
-            metrics = json.loads(metrics_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{metrics_file}: not valid JSON ({err})") from None
+        metrics = read_metrics(metrics_file)
         ov = _overrides(run)
         cfg = _flat_config(run)
         seed = ov.get("seed", cfg.get("seed"))
@@ -61,6 +67,28 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     runs.insert(1, "settings", _settings(overrides, configs))
     runs.insert(1, "setting", [label(s) for s in runs["settings"]])
     return runs
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    """A run's ``metrics.json``: an object of metric name → number (null → NaN); ``DataError`` otherwise."""
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(path=path, expected="UTF-8 JSON", got=f"byte {err.object[err.start]:#04x} at offset {err.start}") from None
+    except json.JSONDecodeError as err:
+        raise DataError(path=path, line=err.lineno, expected="valid JSON", got=err.msg) from None
+    if not isinstance(metrics, dict):
+        raise DataError(path=path, expected="a JSON object of metric name -> number", got=type(metrics).__name__)
+    if not metrics:
+        raise DataError(path=path, expected="at least one metric", got="{}")
+    out = {}
+    for key, value in metrics.items():
+        if value is None:
+            value = math.nan
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise DataError(path=path, field=key, expected="a number", got=value)
+        out[key] = value
+    return out
 
 
 def label(settings: dict) -> str:
@@ -252,10 +280,11 @@ def markdown(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
 
 
 def write_csv(summary: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    summary.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write_bytes(path, csv_bytes(summary))
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode("utf-8")
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -306,11 +335,12 @@ def plot(summary: pd.DataFrame, metrics: Sequence[str], path: str | Path, x: str
     if others:
         axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
+    named = isinstance(path, (str, Path))
+    buffer = io.BytesIO() if named else path  # else: a binary file object
+    fig.savefig(buffer, dpi=110, format=(Path(path).suffix.lstrip(".") or "png") if named else "png")
     plt.close(fig)
-    tmp.replace(path)
+    if named:
+        atomic_write_bytes(path, buffer.getvalue())
     return points
 
 
@@ -351,12 +381,24 @@ def aggregate(dirs: Sequence[str | Path], out: str | Path | None = None, metrics
     summary = summarize(runs, chosen, baseline=baseline, within=within)
     table = markdown(summary, chosen)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "table.md.tmp").write_text(table + "\n")
-        (out / "table.md.tmp").replace(out / "table.md")
-        write_csv(summary, out / "summary.csv")
-        write_csv(runs.drop(columns="settings"), out / "runs.csv")
+        # everything is computed before anything is written: a failure leaves no partial output
+        files = {"table.md": (table + "\n").encode("utf-8"), "summary.csv": csv_bytes(summary),
+                 "runs.csv": csv_bytes(runs.drop(columns="settings"))}
         if plot_file:
-            plot(summary, chosen, out / "metrics.png", x=x)
+            buffer = io.BytesIO()
+            plot(summary, chosen, buffer, x=x)
+            files["metrics.png"] = buffer.getvalue()
+        write_outputs(Path(out), files)
     return table
+
+
+def write_outputs(out: Path, files: dict[str, bytes]) -> None:
+    """A new ``out`` appears whole (a staging dir renamed into place); into an existing one (which may hold other
+    files) each file is renamed into place."""
+    if not out.exists():
+        with atomic_dir(out) as tmp:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+        return
+    for name, data in files.items():
+        atomic_write_bytes(out / name, data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from pytorch_lightning.utilities import move_data_to_device
 import torch
 
 from rdrec.eval.protocols import FullRanking
+from rdrec.utils.atomic import atomic_file
 
 
 class SaveRanks(pl.Callback):
@@ -36,9 +36,8 @@ class SaveRanks(pl.Callback):
             if trainer.is_global_zero:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
                 path = self.dirpath / f"{prefix.replace('/', '_')}.csv"
-                tmp = path.with_suffix(".csv.tmp")
-                pd.DataFrame({"user": users, "rank": ranks.cpu().numpy()}).to_csv(tmp, index=False)
-                os.replace(tmp, path)
+                with atomic_file(path, "w") as f:
+                    pd.DataFrame({"user": users, "rank": ranks.cpu().numpy()}).to_csv(f, index=False)
 
 
 class SaveTopK(pl.Callback):
@@ -82,7 +81,6 @@ class SaveTopK(pl.Callback):
                     "scores": [v[k] for v, k in zip(values, keep)],
                 }))
             path = self.dirpath / f"{stage}.parquet"
-            tmp = path.with_suffix(".parquet.tmp")
-            pd.concat(rows, ignore_index=True).to_parquet(tmp, index=False)
-            os.replace(tmp, path)
+            with atomic_file(path, "wb") as f:
+                pd.concat(rows, ignore_index=True).to_parquet(f, index=False)
         pl_module.train(was_training)

@@ -38,3 +38,8 @@ class DataError(Exception):
         if message:
             parts.append(message)
         super().__init__(": ".join(parts))
+
+
+class CorruptError(DataError):
+    """A cache or converted file that fails its checksum (truncated, bit-flipped, half-copied): callers that can
+    rebuild it move it aside and rebuild; the message names the file and the checksum that differs."""

@@ -29,6 +29,7 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from rdrec.utils.atomic import atomic_write_text
 from rdrec.utils.resolvers import CONFIG_DIR
 
 DONE = "stage.json"
@@ -154,9 +155,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> None:
                     "overrides": stage.overrides, "needs": stage.needs, "seconds": round(stage.seconds, 1),
                     "cpu_seconds": round(stage.cpu_seconds, 1),
                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = stage.dir / (DONE + ".tmp")
-    tmp.write_text(json.dumps(stage.record, indent=2) + "\n")
-    tmp.replace(stage.dir / DONE)
+    atomic_write_text(stage.dir / DONE, json.dumps(stage.record, indent=2) + "\n")
 
 
 def _children_cpu() -> float:

@@ -204,5 +204,5 @@ def test_cli_errors_are_one_line(tmp_path):
         cli([str(tmp_path / "empty")])
     make_run(tmp_path / "bad", "0", [], {})
     (tmp_path / "bad" / "0" / "metrics.json").write_text("{oops")
-    with pytest.raises(SystemExit, match=r"metrics.json: not valid JSON"):
+    with pytest.raises(SystemExit, match=r"metrics.json:1: expected valid JSON"):
         cli([str(tmp_path / "bad")])

@@ -91,7 +91,7 @@ def test_generic_recbole_dataset_without_timestamp(tmp_path):
     (d / "toy.inter").write_text("user_id:token\titem_id:token\nu1\ta\nu2\tb\nu1\tc\n", encoding="utf-8")
     (d / "toy.item").write_text("item_id:token\ttitle:token_seq\tcategories:token_seq\tbrand:token\n"
                                 "a\tRed Shoe\tShoes Women\tAcme\n", encoding="utf-8")
-    ds = RecBoleDataset(str(tmp_path), "toy").load()
+    ds = RecBoleDataset(str(tmp_path), "toy", file_order=True).load()  # without it: refused (test_faults_data)
     inter = ds.interactions
     assert inter["timestamp"].tolist() == [0.0, 0.0, 1.0]  # position within the user's rows
     assert inter["rating"].isna().all()

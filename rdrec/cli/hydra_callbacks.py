@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from rdrec.aggregate import aggregate
+from rdrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class PrintTableOnMultirunEnd(Callback):
                               within=self.within, x=self.x)
         except FileNotFoundError:
             return  # every job failed; Hydra has reported why
+        except DataError as err:  # a run's metrics.json is unreadable: say which, write nothing
+            log.error("aggregate: %s", err)
+            return
         except ValueError as err:  # e.g. the baseline did not run: still show the table without it
             log.warning("aggregate: %s; table without p-values", err)
             table = aggregate([sweep_dir], out=out, metrics=self.metrics, within=self.within, x=self.x)

@@ -12,8 +12,9 @@ float32 ties between keys).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import logging
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rdrec.errors import DataError
+from rdrec.errors import CorruptError, DataError
 from rdrec.data.prepared import PreparedDataset
+from rdrec.utils.atomic import atomic_file
+from rdrec.utils.integrity import move_aside
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("uniform", "popularity")
 KINDS = ("sampled", "shown")
@@ -118,7 +123,7 @@ def load_or_create(
     strategy: str,
     seed: int,
 ) -> CandidateLists:
-    """Load the persisted lists for this key, or draw them and write them atomically (temp + os.replace)."""
+    """Load the persisted lists for this key, or draw them and write them atomically (``atomic_file``)."""
     if kind not in KINDS:
         raise DataError(field="kind", expected=" or ".join(map(repr, KINDS)), got=kind)
     _check_stage_strategy(stage, strategy)
@@ -138,12 +143,18 @@ def load_or_create(
 
 def cached_lists(path: Path, meta: dict, prepared: PreparedDataset, stage: str,
                  draw: Callable[[], CandidateLists]) -> CandidateLists:
-    """The lists stored at ``path`` (checked against ``meta`` and the stage's users), or ``draw()`` written there."""
+    """The lists stored at ``path`` (checked against their checksum, ``meta`` and the stage's users), or ``draw()``
+    written there. A file that fails its checksum is moved aside with one warning and drawn again."""
     if path.is_file():
-        lists = _read(path, meta)
-        if not np.array_equal(lists.users, prepared.stage_users(stage)):
-            raise DataError("candidate lists do not match the dataset's users; delete the file to redraw", path=path)
-        return lists
+        try:
+            lists = _read(path, meta)
+        except CorruptError as err:
+            aside = move_aside(path)
+            log.warning("candidate file %s is corrupt (%s); moved aside to %s, drawing again", path, err, aside.name)
+        else:
+            if not np.array_equal(lists.users, prepared.stage_users(stage)):
+                raise DataError("candidate lists do not match the dataset's users; delete the file to redraw", path=path)
+            return lists
     lists = draw()
     _write(path, lists, meta)
     return lists
@@ -167,26 +178,42 @@ def _seed_sequence(seed: int, *names: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), *(zlib.crc32(s.encode()) for s in names)])
 
 
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order: what the file holds."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _write(path: Path, lists: CandidateLists, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f, users=lists.users, candidates=lists.candidates, target_index=lists.target_index,
-                **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {"users": lists.users, "candidates": lists.candidates, "target_index": lists.target_index,
+              **{f"meta_{k}": np.asarray(v) for k, v in meta.items()}}
+    with atomic_file(path, "wb") as f:
+        np.savez(f, checksum=np.asarray(_checksum(arrays)), **arrays)
 
 
 def _read(path: Path, meta: dict) -> CandidateLists:
-    with np.load(path, allow_pickle=False) as data:
-        for key, expected in meta.items():
-            got = data[f"meta_{key}"].item() if f"meta_{key}" in data else None
-            if got != expected:
-                raise DataError("candidate file belongs to another key; delete it", path=path, field=key,
-                                expected=repr(expected), got=got)
-        return CandidateLists(data["users"], data["candidates"], data["target_index"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "checksum"}
+            stored = data["checksum"].item() if "checksum" in data.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated or mangled zip/npy
+        raise CorruptError(path=path, expected="a readable .npz file", got=f"{type(err).__name__}: {err}") from None
+    if stored is None:
+        raise CorruptError(path=path, field="checksum", expected="a checksum written with the lists",
+                           got="none (written by an older rdrec)")
+    got = _checksum(arrays)
+    if got != stored:
+        raise CorruptError(path=path, field="checksum", expected=str(stored)[:16], got=got[:16])
+    for key, expected in meta.items():
+        value = arrays[f"meta_{key}"].item() if f"meta_{key}" in arrays else None
+        if value != expected:
+            raise DataError("candidate file belongs to another key; delete it", path=path, field=key,
+                            expected=repr(expected), got=value)
+    for name in ("users", "candidates", "target_index"):
+        if name not in arrays:
+            raise CorruptError(path=path, field=name, expected="this array in the file", got="absent")
+    return CandidateLists(arrays["users"], arrays["candidates"], arrays["target_index"])

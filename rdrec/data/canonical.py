@@ -23,6 +23,7 @@ import pandas as pd
 
 from rdrec.errors import DataError
 from rdrec.utils.atomic import atomic_dir
+from rdrec.utils.integrity import verify_dir
 
 ITEM_TEXT_COLUMNS = ("title", "brand", "description")
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "review")
@@ -42,14 +43,16 @@ class CanonicalDataset:
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write atomically: a temp dir beside ``path`` renamed into place, so no partial cache is left."""
-        with atomic_dir(path) as tmp:
+        """Write atomically and sealed (a checksum manifest written last, checked by ``load``)."""
+        with atomic_dir(path, seal=True) as tmp:
             for table_name, frame in self.tables().items():
                 datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp / table_name))
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None) -> "CanonicalDataset":
+        """Raises ``CorruptError`` when a file differs from its checksum (or the manifest is missing)."""
         path = Path(path)
+        verify_dir(path)
         tables = {p.name: datasets.load_from_disk(str(p)).to_pandas() for p in sorted(path.iterdir()) if p.is_dir()}
         extras = {k.removeprefix("extra_"): v for k, v in tables.items() if k.startswith("extra_")}
         return cls(name or path.name, tables["users"], tables["items"], tables["interactions"], extras)

@@ -2,6 +2,10 @@
 
     cache_dir/<name>/canonical-<source fp[:16]>       CanonicalDataset
     cache_dir/<name>/prepared-<sha(source fp, split)[:16]>   PreparedDataset
+    cache_dir/file-hashes.json                          remembered sha256 of the raw files (rdrec.data.cache)
+
+The source fingerprint hashes the raw files' bytes, so the same data anywhere gives the same entries; each entry
+carries a checksum manifest and one that fails it is moved aside and rebuilt (``rdrec.data.cache.build_cached``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ PREPARE_VERSION = 1
 def load_canonical(
     source: Source, cache_dir: str | Path, log: Callable[[str], None] = print, fingerprint: str | None = None
 ) -> CanonicalDataset:
-    fingerprint = fingerprint or source_fingerprint(source)
+    fingerprint = fingerprint or source_fingerprint(source, cache_dir)
     path = Path(cache_dir) / source.name / f"canonical-{fingerprint[:16]}"
     return _stage(
         "canonical", path, log,
@@ -37,7 +41,7 @@ def prepare_dataset(
     source: Source, split: SplitConfig, cache_dir: str | Path, log: Callable[[str], None] = print
 ) -> PreparedDataset:
     split.validate()  # fail on a bad config before reading any file
-    source_fp = source_fingerprint(source)
+    source_fp = source_fingerprint(source, cache_dir)
     fingerprint = stable_hash({"source": source_fp, "split": asdict(split), "version": PREPARE_VERSION})
     path = Path(cache_dir) / source.name / f"prepared-{fingerprint[:16]}"
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from rdrec.errors import DataError
 from rdrec.utils.atomic import atomic_dir
+from rdrec.utils.integrity import verify_dir
 
 STAGES = ("train", "valid", "test")
 TABLES = ("users", "items", "interactions")
@@ -109,9 +110,10 @@ class PreparedDataset:
 
     # ---- persistence -------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write atomically: a temp dir beside ``path`` renamed into place, so no partial cache is left."""
+        """Write atomically and sealed: a temp dir beside ``path`` with a checksum manifest written last, renamed
+        into place, so no partial cache is left and a damaged one is found on load."""
         path = Path(path)
-        with atomic_dir(path) as tmp, _quiet_datasets():
+        with atomic_dir(path, seal=True) as tmp, _quiet_datasets():
             for table in TABLES:
                 frame = getattr(self, table)
                 datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp / table))
@@ -120,10 +122,12 @@ class PreparedDataset:
 
     @classmethod
     def load(cls, path: str | Path) -> "PreparedDataset":
+        """Raises ``CorruptError`` when a file differs from its checksum (or the manifest is missing)."""
         path = Path(path)
         meta_path = path / "meta.json"
         if not meta_path.is_file():
             raise DataError("not a prepared dataset (no meta.json); delete it to rebuild", path=path)
+        verify_dir(path)
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError(

@@ -8,13 +8,13 @@ Layout::
 A batch of records is committed as one *segment*: written to a temp file in ``segments/``, flushed and
 fsynced, renamed into place (``os.replace``, atomic on POSIX), then the directory is fsynced. A kill -9 at any
 moment therefore leaves either the whole segment or none of it: the batch in flight is lost, nothing else, and
-a temp file left behind is never read (and is removed by the next writer on the same host once its process is
-gone). Segments are never modified; ``compact`` merges them into one by the same write-then-rename and only
-then deletes the merged ones.
+a staging file left behind is never read (and is removed by the next writer on the same host once its process
+is gone; ``rdrec.utils.atomic``). Segments are never modified; ``compact`` merges them into one by the same
+write-then-rename and only then deletes the merged ones.
 
 Every record carries ``checksum`` = sha256 of its canonical JSON without that field; a record whose checksum
-does not match (disk corruption, a hand edit) is ignored with a warning, so its key counts as not done and
-is generated again. Two records with the same key (possible only transiently, between a compaction's rename
+does not match (disk corruption, a hand edit), that is not valid UTF-8 or JSON, or a torn last line, is ignored
+with a warning naming the segment and line, so its key counts as not done and is generated again. Two records with the same key (possible only transiently, between a compaction's rename
 and its deletes, or when two writers raced) resolve to the earliest committed one: readers see each key once.
 
 Keys (``make_key``) hash the dataset fingerprint, family, kind, entity, prompt-template hash, model id and
@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rdrec.errors import DataError
+from rdrec.utils.atomic import atomic_write_text, remove_dead_staging
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,9 @@ class RationaleStore:
                 else:
                     index[record["key"]] = record
         if self.corrupt:
-            log.warning("rationale store %s: %d record(s) failed their checksum and are ignored (first: %s); "
-                        "their keys will be generated again", self.path, len(self.corrupt), self.corrupt[0])
+            log.warning("rationale store %s: %d record(s) are unreadable (not UTF-8, not JSON) or fail their checksum "
+                        "and are ignored (first: %s); their keys will be generated again",
+                        self.path, len(self.corrupt), self.corrupt[0])
         self._index = index
         return self
 
@@ -137,7 +139,7 @@ class RationaleStore:
             return None
         name = f"{time.time_ns():020d}-r{self.rank:03d}-{uuid.uuid4().hex[:8]}.jsonl"
         target = self.segments_dir / name
-        _atomic_write(target, "".join(canonical_json(r) + "\n" for r in fresh), temp_prefix=self._temp_prefix())
+        _atomic_write(target, "".join(canonical_json(r) + "\n" for r in fresh))
         for r in fresh:
             self.index[r["key"]] = r
         return target
@@ -152,7 +154,7 @@ class RationaleStore:
         name = f"{time.time_ns():020d}-r{self.rank:03d}-compact-{uuid.uuid4().hex[:8]}.jsonl"
         # the merged segment sorts after the old ones: until they are deleted, readers still pick the old copies
         target = self.segments_dir / name
-        _atomic_write(target, "".join(canonical_json(r) + "\n" for r in records), temp_prefix=self._temp_prefix())
+        _atomic_write(target, "".join(canonical_json(r) + "\n" for r in records))
         for seg in old:
             seg.unlink()
         _fsync_dir(self.segments_dir)
@@ -160,11 +162,9 @@ class RationaleStore:
         return target
 
     # ---- temp files ----------------------------------------------------------------------------------------
-    def _temp_prefix(self) -> str:
-        return _temp_prefix()
-
     def _remove_stale_temps(self) -> None:
-        host = socket.gethostname()
+        remove_dead_staging(self.segments_dir)  # staging files of killed writers (rdrec.utils.atomic)
+        host = socket.gethostname()  # and the .tmp_<pid>_<rand>_<host> names older versions staged under
         for tmp in self.segments_dir.glob(".tmp_*"):
             try:
                 _, pid, _rand, h = tmp.name.split("_", 3)
@@ -175,38 +175,22 @@ class RationaleStore:
 
 
 def _read_segment(path: Path, corrupt: list[str]) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    # bytes, decoded line by line: one undecodable record must not make the whole segment unreadable
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
                 ok = isinstance(record, dict) and "key" in record and record.get("checksum") == record_checksum(record)
-            except json.JSONDecodeError:
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
                 ok = False
             if ok:
                 yield n, record
             else:
-                corrupt.append(f"{path.name}:{n}")
+                corrupt.append(f"{path.name}:{n}")  # the warning names the store directory too
 
 
-def _atomic_write(target: Path, text: str, temp_prefix: str | None = None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{temp_prefix or _temp_prefix()}"
-
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _temp_prefix() -> str:
-    # .tmp_<pid>_<random>_<host>: a later writer on the same host removes it once <pid> is gone
-    return f".tmp_{os.getpid()}_{uuid.uuid4().hex[:8]}_{socket.gethostname()}"
+def _atomic_write(target: Path, text: str) -> None:
+    atomic_write_text(target, text)  # staged, fsynced, renamed, directory fsynced
 
 
 def _fsync_dir(path: Path) -> None:

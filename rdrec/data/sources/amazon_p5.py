@@ -68,8 +68,13 @@ def read_index_lines(path: Path) -> list[tuple[int, int, list[int]]]:
     return out
 
 
+def _is_index(value) -> bool:
+    text = str(value)
+    return text.isascii() and text.isdigit()  # str.isdigit alone accepts '²', which int() refuses
+
+
 def _index(token: str, path: Path, line: int, field: str) -> int:
-    if not token.isdigit():
+    if not _is_index(token):
         raise DataError(path=path, line=line, field=field, expected="a non-negative integer index", got=token)
     return int(token)
 
@@ -82,14 +87,14 @@ def index_map(maps: dict, kind: str, path: Path) -> dict[int, str] | None:
             continue
         if not isinstance(table, dict):
             raise DataError(path=path, field=key, expected="an object mapping ids", got=type(table).__name__)
-        keys_int = all(str(k).isdigit() for k in table)
-        values_int = all(str(v).isdigit() for v in table.values())
+        keys_int = all(_is_index(k) for k in table)
+        values_int = all(_is_index(v) for v in table.values())
         if keys_int != values_int:  # unambiguous: the integer side is the index, whatever the name says
             forward = keys_int
         pairs = table.items() if forward else ((v, k) for k, v in table.items())
         out = {}
         for idx, original in pairs:
-            if not str(idx).isdigit():
+            if not _is_index(idx):
                 raise DataError(path=path, field=key, expected="integer indices", got=idx)
             out[int(idx)] = str(original)
         return out

@@ -39,9 +39,24 @@ ITEM_FIELD_GUESSES = {
 def read_header(path: str | Path, field_separator: str = "\t") -> list[tuple[str, str]]:
     """The ``(name, type)`` pairs of an atomic file's header line."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n")
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise _not_text(path) from None
     return _parse_header(path, header, field_separator)
+
+
+def _not_text(path: Path) -> DataError:
+    """The error for a file that is not UTF-8 text, at its first undecodable line (found on this error path only)."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return DataError(path=path, line=line_no, expected="UTF-8 text (a RecBole atomic file, not a compressed "
+                                 "or binary one)", got=f"byte {raw[err.start]:#04x} at column {err.start + 1}")
+    return DataError(path=path, expected="UTF-8 text", got="undecodable bytes")
 
 
 def _parse_header(path: Path, header: str, sep: str) -> list[tuple[str, str]]:
@@ -76,6 +91,13 @@ def read_atomic(
     path = Path(path)
     if not path.is_file():
         raise DataError(path=path, expected="a RecBole atomic file", got="no such file")
+    try:
+        return _read_atomic(path, split_seqs, field_separator, seq_separator)
+    except UnicodeDecodeError:
+        raise _not_text(path) from None
+
+
+def _read_atomic(path: Path, split_seqs: bool, field_separator: str, seq_separator: str) -> pd.DataFrame:
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\r\n")
         if not header:
@@ -129,9 +151,10 @@ class RecBoleDataset(Source):
     """Any RecBole dataset directory ``{root}/{dataset}/`` with ``{dataset}.inter`` and optional ``.item`` /
     ``.user`` files.
 
-    The interaction file needs ``user_id`` and ``item_id`` fields (names configurable); ``rating`` and
-    ``timestamp`` are used when present, else rating is NaN and the timestamp is the position within the
-    user's rows (file order). Item text columns are taken from the fields named by the ``*_field`` arguments,
+    The interaction file needs ``user_id``, ``item_id`` and ``timestamp`` fields (names configurable): the split
+    orders each user's interactions by time. A file without timestamps is refused unless ``file_order=True``
+    says its rows are in time order; then the timestamp is the position within the user's rows. ``rating`` is
+    used when present, else it is NaN. Item text columns are taken from the fields named by the ``*_field`` arguments,
     or guessed from RecBole's usual names (``ITEM_FIELD_GUESSES``); ``categories_field`` is split on spaces.
     Every ``.user`` field other than the id becomes a string user attribute.
     """
@@ -150,12 +173,14 @@ class RecBoleDataset(Source):
         description_field: str | None = None,
         year_field: str | None = None,
         name: str | None = None,
+        file_order: bool = False,
     ):
         self.root = root
         self.dataset = dataset
         self.name = name or dataset
         self.user_field, self.item_field = user_field, item_field
         self.rating_field, self.timestamp_field = rating_field, timestamp_field
+        self.file_order = bool(file_order)
         self.item_fields = {
             "title": title_field,
             "categories": categories_field,
@@ -180,7 +205,9 @@ class RecBoleDataset(Source):
 
     def config(self) -> dict:
         fields = {k: v for k, v in self.item_fields.items() if v is not None}
-        return {"dataset": self.dataset, "user_field": self.user_field, "item_field": self.item_field, **fields}
+        return {"dataset": self.dataset, "user_field": self.user_field, "item_field": self.item_field,
+                "rating_field": self.rating_field, "timestamp_field": self.timestamp_field,
+                "file_order": self.file_order, **fields}
 
     # ---- parsing -----------------------------------------------------------------------------------------
     def load(self) -> CanonicalDataset:
@@ -193,8 +220,13 @@ class RecBoleDataset(Source):
         out = pd.DataFrame({"user_id": inter[self.user_field], "item_id": inter[self.item_field]})
         if self.timestamp_field in inter.columns:
             out["timestamp"] = inter[self.timestamp_field]
-        else:  # canonical contract: no time → position in the user's (file-ordered) sequence
+        elif self.file_order:  # canonical contract: no time → position in the user's (file-ordered) sequence
             out["timestamp"] = out.groupby("user_id", sort=False).cumcount().astype("float64")
+        else:
+            raise DataError(
+                path=inter_path, line=1, field=self.timestamp_field,
+                expected="this field in the header (the split orders each user's interactions by time); if the rows "
+                         "are already in time order, set file_order=true", got=list(inter.columns))
         if self.rating_field in inter.columns:
             out["rating"] = inter[self.rating_field]
         items = self._items() if self.path("item").is_file() else None

@@ -51,7 +51,7 @@ class SteamSASRec(Source):
                 if len(tokens) != 2:
                     raise DataError(path=path, line=line_no, expected="2 fields 'user item'", got=line.strip())
                 for field, token in zip(("user", "item"), tokens):
-                    if not token.isdigit():
+                    if not (token.isascii() and token.isdigit()):  # isdigit alone accepts '²'
                         raise DataError(path=path, line=line_no, field=field, expected="an integer index", got=token)
                 users.append(tokens[0])
                 items.append(tokens[1])
@@ -121,7 +121,7 @@ def read_id2name(path: Path) -> dict[int, str]:
             idx, sep, title = line.partition("::")
             if not sep:
                 raise DataError(path=path, line=line_no, expected="'id::title'", got=line)
-            if not idx.strip().isdigit():
+            if not (idx.strip().isascii() and idx.strip().isdigit()):
                 raise DataError(path=path, line=line_no, field="id", expected="an integer id", got=idx)
             out[int(idx)] = title.strip()
     if not out:

@@ -8,7 +8,7 @@
   been made for this very prepared dataset (its fingerprint): ids of another split would silently mean other
   users.
 - ``encode_cached(encoder, texts, cache_dir)``: vectors of a list of texts, cached in a ``.pt`` file keyed by the
-  encoder and the texts, written to a temp file and renamed into place.
+  encoder and the texts, written atomically (``atomic_file``); an unreadable cache file is encoded again.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 
 from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset, TrainView
+from rdrec.utils.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +111,15 @@ def encode_cached(encoder, texts: list[str], cache_dir: str | Path | None, desc:
     key = hashlib.sha256(json.dumps([encoder.describe(), texts]).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"{key}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        try:
+            vectors = torch.load(path, weights_only=True)
+            if isinstance(vectors, torch.Tensor) and len(vectors) == len(texts):
+                return vectors
+            log.warning("text vector cache %s holds another shape; encoding again", path)
+        except Exception as err:  # a truncated or damaged file: zip/pickle errors of every kind
+            log.warning("text vector cache %s is unreadable (%s: %s); encoding again", path, type(err).__name__, err)
     vectors = encoder.encode(texts, desc=desc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(vectors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        torch.save(vectors, f)
     log.info("cached %d text vectors at %s", len(texts), path)
     return vectors

@@ -7,18 +7,23 @@
 - a request that still fails yields ``Generation(error=…)``: the prompt gets no entry and a re-run retries it;
 - the API key is read from the environment variable named ``api_key_env`` when a request is sent; it is never
   stored on the object, in provenance, in ``repr`` or in log lines (which name the status, never headers);
+- credentials in the base URL (``http://user:key@host/v1``) are sent as HTTP basic auth but stripped from the URL
+  the backend shows (``base_url``, the model id, provenance, log lines), so they never reach store records,
+  exports or logs; a server's error body is logged (and kept as the error text) only after every configured
+  secret (the key, the URL's credentials, their basic-auth encoding) is replaced by ``***``;
 - each request carries its seed (``seed``), so servers that honour it (vLLM, llama.cpp) answer reproducibly.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -36,9 +41,15 @@ class OpenAIBackend(Backend):
                  concurrency: int = 8, timeout: float = 120.0, max_retries: int = 6, backoff: float = 1.0,
                  max_backoff: float = 60.0, extra_body: dict | None = None,
                  penalty_field: str | None = "repetition_penalty"):
-        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url)
+        # kept only to authenticate; never shown (repr, describe, ids and logs use the stripped URL)
+        self._basic = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
+        self.base_url = strip_credentials(base_url).rstrip("/")
         self.model = model
-        self.model_id = model_id or f"{model}@{urlparse(self.base_url).netloc}"
+        self.model_id = strip_credentials(model_id) if model_id else f"{model}@{urlsplit(self.base_url).netloc}"
+        if self._basic:
+            log.warning("%s: the base URL carries credentials; they are sent as basic auth and kept out of ids, logs "
+                        "and exports, but a config override records them as typed (prefer api_key_env)", self.base_url)
         self.api_key_env = api_key_env
         self.concurrency, self.timeout = max(int(concurrency), 1), float(timeout)
         self.max_retries, self.backoff, self.max_backoff = int(max_retries), float(backoff), float(max_backoff)
@@ -57,12 +68,29 @@ class OpenAIBackend(Backend):
     def setup(self, device=None) -> None:
         if self._client is None:
             limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-            self._client = httpx.Client(timeout=httpx.Timeout(self.timeout), limits=limits)
+            auth = httpx.BasicAuth(*self._basic) if self._basic else None
+            self._client = httpx.Client(timeout=httpx.Timeout(self.timeout), limits=limits, auth=auth)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with every configured secret (API key, URL credentials, in plain, URL-quoted and basic-auth
+        form) replaced by ``***``."""
+        secrets = []
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            secrets.append(key)
+        if self._basic:
+            user, password = self._basic
+            secrets += [password, base64.b64encode(f"{user}:{password}".encode()).decode()]
+            if not password:  # a token passed as the user name
+                secrets.append(user)
+        for secret in sorted({s for v in secrets if v for s in (v, quote(v, safe=""))}, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -101,7 +129,7 @@ class OpenAIBackend(Backend):
                     return _parse_response(resp.json())
                 last = f"HTTP {resp.status_code}"
                 if resp.status_code not in RETRY_STATUS:
-                    detail = resp.text[:200].replace("\n", " ")
+                    detail = self.redact(resp.text)[:200].replace("\n", " ")  # redact first: no key cut in two
                     log.error("%s: %s (not retried): %s", url, last, detail)
                     return self._failed(f"{last}: {detail}")
                 wait = _retry_after(resp.headers.get("retry-after"))
@@ -115,14 +143,22 @@ class OpenAIBackend(Backend):
             delay *= 1 + 0.25 * random.random()  # jitter: concurrent retries do not stampede together
             with self._lock:
                 self.counters["retries"] += 1
-            log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt + 1, self.max_retries, delay)
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, self.redact(last), attempt + 1, self.max_retries, delay)
             time.sleep(delay)
         return self._failed(f"{last} after {self.max_retries + 1} attempts")
 
     def _failed(self, error: str) -> Generation:
         with self._lock:
             self.counters["failures"] += 1
-        return Generation(error=error)
+        return Generation(error=self.redact(error))
+
+
+def strip_credentials(url: str) -> str:
+    """``scheme://user:key@host:port/path`` -> ``scheme://host:port/path`` (anything else unchanged)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _parse_response(data: dict) -> Generation:
