@@ -7,7 +7,6 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +16,7 @@ import rdrec.wandb_logging  # noqa: F401 - registers the resolvers conf/logger/w
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.report import metrics_table, write_metrics
 from rdrec.cli.errors import report_data_errors
+from rdrec.utils.checkpoints import load_checkpoint
 from rdrec.utils.resolvers import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _best_is_what_fit_last_validated(trainer: pl.Trainer, module: pl.LightningMo
     step = getattr(module, "validated_at_step", None)
     if not best or not Path(best).is_file() or step is None or step != trainer.global_step:
         return False  # (a sharded checkpoint is a directory: validate as usual)
-    saved = torch.load(best, map_location="cpu", mmap=True, weights_only=False)  # mmap: tensors stay on disk
+    saved = load_checkpoint(best, mmap=True)  # mmap: tensors stay on disk
     return saved.get("global_step") == step
 
 
