@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import WandbLogger
 import rdrec.wandb_logging  # noqa: F401 - registers the resolvers conf/logger/wandb.yaml uses
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.report import metrics_table, write_metrics
+from rdrec.cli import resume
 from rdrec.cli.errors import report_data_errors
 from rdrec.utils.checkpoints import load_checkpoint
 from rdrec.utils.resolvers import CONFIG_DIR
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    resume.start(cfg)  # claims the run directory; a resumed run must keep its config (rdrec/cli/resume.py)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -37,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     loggers = instantiate_list(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False)
+    resume.install(trainer)  # atomic checkpoint writes, plain-data checkpoint loads
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -78,9 +81,14 @@ def _best_is_what_fit_last_validated(trainer: pl.Trainer, module: pl.LightningMo
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 @report_data_errors
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.eval.monitor)  # the value an Optuna sweeper optimises
+
+
+def main() -> float | None:
+    resume.rewrite_argv()  # resume=<run dir> / ckpt_path=last: continue in that run directory
+    return _main()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from rdrec.utils.rundir import check_owner
+
 
 def write_metrics(path: str | Path, metrics: dict[str, float]) -> None:
+    """Write ``metrics.json`` atomically, refusing (``RunDirError``) when another run owns the directory."""
     path = Path(path)
+    check_owner(path.parent)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
     os.replace(tmp, path)
