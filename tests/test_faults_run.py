@@ -234,15 +234,28 @@ def test_ckpt_path_last_with_nothing_to_resume_is_one_line_error(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "logs").exists()  # no run directory was made
 
 
-def test_resume_refuses_a_crafted_last_checkpoint(tmp_path):
-    # a run directory whose last.ckpt carries a payload: resuming it refuses to load it and runs nothing
+@pytest.mark.parametrize("damage", ["crafted", "truncated"])
+def test_resume_refuses_a_crafted_or_corrupt_last_checkpoint_in_one_line(tmp_path, damage):
+    # a run directory whose last.ckpt carries a payload (or is cut short): resuming it runs nothing and says why
+    from hydra import compose, initialize_config_dir
+
+    from rdrec.utils.resolvers import CONFIG_DIR
+
     run, marker = tmp_path / "run", tmp_path / "PWNED"
+    overrides = ["data=synthetic", "strategy=pop", f"paths.data_dir={tmp_path / 'data'}"]
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text("- data=synthetic\n- strategy=pop\n")
-    _crafted_checkpoint(run / "checkpoints" / "last.ckpt", marker)
-    proc = _train([f"resume={run}", f"paths.data_dir={tmp_path / 'data'}"], tmp_path)
+    (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        OmegaConf.save(compose("train", overrides=overrides), run / ".hydra" / "config.yaml")  # as Hydra saves it
+    last = run / "checkpoints" / "last.ckpt"
+    _crafted_checkpoint(last, marker)
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:300])
+    proc = _train([f"resume={run}"], tmp_path)
     assert proc.returncode != 0 and not marker.exists()
-    assert any("last.ckpt" in line and "refused" in line for line in _error_lines(proc)), proc.stderr[-2000:]
+    (line,) = _error_lines(proc)
+    assert str(last) in line and ("refused" if damage == "crafted" else "truncated or corrupt") in line, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
 
 
 @pytest.mark.slow

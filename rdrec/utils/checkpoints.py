@@ -38,21 +38,22 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     except FileNotFoundError:
         raise DataError(path=path, expected="a checkpoint file", got="no such file") from None
     except pickle.UnpicklingError as err:
-        if weights_only and "weights_only" in str(err):
-            what = _first_global(str(err))
+        what = _first_global(str(err))
+        if weights_only and what:  # a reference to code; anything else the restricted unpickler rejects is damage
             raise DataError(path=path, expected="a checkpoint of tensors and plain values",
-                            got=f"a pickle that needs {what}" if what else "a pickle that needs arbitrary objects",
+                            got=f"a pickle that calls {what}",
                             message=f"refused: loading it could run code (set {TRUST_ENV}=1 only for a file you "
                                     "trust)") from None
-        raise _corrupt(path, err) from None
+        raise _corrupt(path, None) from None  # (torch's text here is advice to unpickle it unrestricted)
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError,
             TypeError, IndexError) as err:
         raise _corrupt(path, err) from None
 
 
-def _corrupt(path: Path, err: BaseException) -> DataError:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return DataError(path=path, expected="a readable torch checkpoint", got=f"a truncated or corrupt file ({first[:120]})")
+def _corrupt(path: Path, err: BaseException | None) -> DataError:
+    first = "" if err is None else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return DataError(path=path, expected="a readable torch checkpoint",
+                     got="a truncated or corrupt file" + (f" ({first[:60]})" if first else ""))
 
 
 def _first_global(message: str) -> str:
