@@ -234,6 +234,21 @@ def test_ckpt_path_last_with_nothing_to_resume_is_one_line_error(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "logs").exists()  # no run directory was made
 
 
+def test_resumed_run_must_keep_its_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from rdrec.cli.resume import check_same_config
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        saved = compose("train", overrides=["data=synthetic"])
+        OmegaConf.save(saved, tmp_path / "config.yaml")
+        check_same_config(compose("train", overrides=["data=synthetic", "ckpt_path=/x/last.ckpt"]), tmp_path / "config.yaml")
+        with pytest.raises(DataError) as err:
+            check_same_config(compose("train", overrides=["data=synthetic", "seed=7"]), tmp_path / "config.yaml")
+    assert "field 'seed'" in str(err.value) and "expected 42, got 7" in str(err.value)
+
+
 @pytest.mark.parametrize("damage", ["crafted", "truncated"])
 def test_resume_refuses_a_crafted_or_corrupt_last_checkpoint_in_one_line(tmp_path, damage):
     # a run directory whose last.ckpt carries a payload (or is cut short): resuming it runs nothing and says why

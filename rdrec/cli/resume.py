@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -200,6 +201,8 @@ def install(trainer: pl.Trainer) -> None:
     """Atomic, plain-data checkpoints for this trainer (unless a strategy brings its own checkpoint I/O)."""
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    # rdrec's data modules resume the epoch's order themselves (rdrec.data.order), not through the loader
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class ResumeCheckpoints(pl.Callback):
