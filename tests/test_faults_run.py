@@ -75,7 +75,7 @@ main()
 
 
 def _start_together(arg_lists: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
-    at = str(int(time.time()) + 25 + 0.05)  # a common instant just after a second boundary, after the imports
+    at = str(int(time.time()) + 30 + 0.05)  # a common instant just after a second boundary, after the imports
     procs = [subprocess.Popen([sys.executable, "-c", _AT_INSTANT, at, *args], cwd=cwd, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in arg_lists]
     out = []
@@ -282,13 +282,15 @@ def test_kill_9_at_a_random_batch_then_resume_gives_the_uninterrupted_metrics(tm
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     # 4 batches per epoch: a random step inside an epoch, and the first step of an epoch (resumed from the
     # checkpoint written after the previous epoch's validation)
+    # resumed with resume=<run dir>, then as rdrec-pipeline does: the same command line plus ckpt_path=last
     rng = random.Random()
-    for step in (rng.choice([1, 2, 3, 5, 6, 7, 9, 10, 11]), 4 * rng.randint(1, 2)):
+    for step, how in ((rng.choice([1, 2, 3, 5, 6, 7, 9, 10, 11]), "resume"), (4 * rng.randint(1, 2), "last")):
         run = tmp_path / f"killed_at_{step}"
         killed = _train([*common, f"hydra.run.dir={run}"], tmp_path, **{KILL_ENV: str(step)})
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
         assert not (run / "metrics.json").exists()
-        resumed = _train([f"resume={run}"], tmp_path)
+        again = [f"resume={run}"] if how == "resume" else [*common, f"hydra.run.dir={run}", "ckpt_path=last"]
+        resumed = _train(again, tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert json.loads((run / "metrics.json").read_text()) == expected, f"killed at step {step}"
         # it continued in its own directory, from its own best-so-far state

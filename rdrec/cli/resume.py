@@ -80,7 +80,7 @@ def rewrite_argv(argv: list[str] | None = None, task: str = "train") -> None:
     multirun = any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in args)
     explicit = _value(args, "hydra.run.dir")
     if resume is None and not last:
-        if explicit is not None and not multirun and _rank_zero():
+        if explicit is not None and not multirun and _rank_zero() and not any(a.startswith("--") for a in args):
             try:
                 claim(explicit)
             except DataError as err:
