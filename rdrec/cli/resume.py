@@ -109,7 +109,8 @@ def rewrite_argv(argv: list[str] | None = None, task: str = "train") -> None:
     if (run_dir / "metrics.json").exists():
         raise _fail(f"{what}: the run in {run_dir} has finished (it has metrics.json); nothing to resume")
     if not (run_dir / LAST).is_file():
-        raise _fail(f"{what}: nothing to resume: {run_dir / LAST} does not exist")
+        raise _fail(f"{what}: nothing to resume: {run_dir / LAST} does not exist (a run killed before its first "
+                    "checkpoint: delete its directory and start it again)")
     previous = [str(o) for o in OmegaConf.load(saved)]
     given = [a for a in args if _key(a) not in ("resume", "ckpt_path", "hydra.run.dir", "hydra.output_subdir")]
     keys = {_key(a) for a in given}
