@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -158,6 +159,10 @@ def run_stage(stage: Stage, cfg: DictConfig) -> None:
     atomic_write_text(stage.dir / DONE, json.dumps(stage.record, indent=2) + "\n")
 
 
+def _resumable(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "metrics.json").exists()
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -197,6 +202,9 @@ def run_pipeline(cfg: DictConfig) -> list[Stage]:
                 print(f"{head}: running …", flush=True)
                 if (stage.dir / DONE).exists():
                     (stage.dir / DONE).unlink()  # forced: the directory is reused, its record redone
+                if stage.app == "train" and stage.dir.exists() and (name in force or not _resumable(stage.dir)):
+                    shutil.rmtree(stage.dir)  # a finished, failed or forced training starts afresh (a run directory
+                    # holds one run: rdrec.utils.rundir); a killed one is resumed (run_stage)
                 stage.dir.mkdir(parents=True, exist_ok=True)
                 run_stage(stage, cfg)
                 print(f"{head}: done in {stage.seconds:.0f} s ({stage.cpu_seconds:.0f} s CPU)", flush=True)

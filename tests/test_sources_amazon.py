@@ -173,7 +173,7 @@ def write_p5(root: Path, name: str = "beauty") -> Path:
 
 def test_p5_original_layout(tmp_path):
     write_p5(tmp_path)
-    ds = AmazonP5(str(tmp_path), "beauty").load()
+    ds = AmazonP5(str(tmp_path), "beauty", trust_pickles=True).load()
     assert ds.name == "beauty"
     inter = ds.interactions
     u1 = inter[inter["user_id"] == "A1YJEY40YUW4SE"]
@@ -282,7 +282,7 @@ def test_p5_explanation_record_without_user(tmp_path):
 @pytest.mark.shared_data
 @pytest.mark.skipif(not SHARED_BEAUTY.is_dir(), reason="../shared/data/amazon-p5/beauty not present")
 def test_p5_real_beauty():
-    ds = AmazonP5(str(SHARED_BEAUTY.parent), "beauty").load()
+    ds = AmazonP5(str(SHARED_BEAUTY.parent), "beauty", trust_pickles=True).load()
     stats = ds.stats()
     assert (stats["users"], stats["items"], stats["interactions"]) == (22363, 12101, 198502)
     assert stats["seq_len_q0"] >= 5  # 5-core

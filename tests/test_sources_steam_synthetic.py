@@ -53,7 +53,7 @@ def write_llara(root, rows):
 
 def test_steam_llara_rows_become_sequences(tmp_path):
     write_llara(tmp_path, [([0, 1, 2], 3), ([2, 0], 1)])
-    ds = SteamLLaRA(str(tmp_path)).load()
+    ds = SteamLLaRA(str(tmp_path), trust_pickles=True).load()
     inter = ds.interactions
     assert inter["user_id"].unique().tolist() == ["Test_data.df:0", "Test_data.df:1"]
     assert inter["item_id"].tolist() == ["0", "1", "2", "3", "2", "0", "1"]
@@ -65,7 +65,7 @@ def test_steam_llara_rows_become_sequences(tmp_path):
 def test_steam_llara_unknown_game(tmp_path):
     write_llara(tmp_path, [([0, 1], 7)])
     with pytest.raises(DataError) as err:
-        SteamLLaRA(str(tmp_path)).load()
+        SteamLLaRA(str(tmp_path), trust_pickles=True).load()
     msg = str(err.value)
     assert "Test_data.df[row 0]" in msg and "field 'next'" in msg and "id2name.txt" in msg and "7" in msg
 
@@ -74,7 +74,7 @@ def test_steam_llara_bad_id2name(tmp_path):
     write_llara(tmp_path, [([0], 1)])
     (tmp_path / "id2name.txt").write_text("0::Dota 2\nTeam Fortress 2\n", encoding="utf-8")
     with pytest.raises(DataError) as err:
-        SteamLLaRA(str(tmp_path)).load()
+        SteamLLaRA(str(tmp_path), trust_pickles=True).load()
     assert "id2name.txt:2" in str(err.value) and "'id::title'" in str(err.value)
 
 

@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
 from rdrec.utils.atomic import atomic_dir
+from rdrec.utils.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class SaveBackbone(pl.Callback):
         best = trainer.checkpoint_callback.best_model_path if (self.use_best and trainer.checkpoint_callback) else ""
         current = None
         if best:
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = load_checkpoint(best)["state_dict"]
             current = {k: v.detach().clone() for k, v in pl_module.state_dict().items() if k in state}
             pl_module.load_state_dict(state, strict=False)
         try:

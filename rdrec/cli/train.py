@@ -7,7 +7,6 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -16,13 +15,16 @@ from pytorch_lightning.loggers import WandbLogger
 import rdrec.wandb_logging  # noqa: F401 - registers the resolvers conf/logger/wandb.yaml uses
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.report import metrics_table, write_metrics
+from rdrec.cli import resume
 from rdrec.cli.errors import report_data_errors
+from rdrec.utils.checkpoints import load_checkpoint
 from rdrec.utils.resolvers import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    resume.start(cfg)  # claims the run directory; a resumed run must keep its config (rdrec/cli/resume.py)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -37,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     loggers = instantiate_list(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False)
+    resume.install(trainer)  # atomic checkpoint writes, plain-data checkpoint loads
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -72,15 +75,20 @@ def _best_is_what_fit_last_validated(trainer: pl.Trainer, module: pl.LightningMo
     step = getattr(module, "validated_at_step", None)
     if not best or not Path(best).is_file() or step is None or step != trainer.global_step:
         return False  # (a sharded checkpoint is a directory: validate as usual)
-    saved = torch.load(best, map_location="cpu", mmap=True, weights_only=False)  # mmap: tensors stay on disk
+    saved = load_checkpoint(best, mmap=True)  # mmap: tensors stay on disk
     return saved.get("global_step") == step
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 @report_data_errors
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.eval.monitor)  # the value an Optuna sweeper optimises
+
+
+def main() -> float | None:
+    resume.rewrite_argv()  # resume=<run dir> / ckpt_path=last: continue in that run directory
+    return _main()
 
 
 if __name__ == "__main__":

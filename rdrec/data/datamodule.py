@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Subset
 
 from rdrec.data.batches import EvalExamples, TrainSequences
 from rdrec.data.candidates import load_or_create
+from rdrec.data.order import ResumableOrder
 from rdrec.data.pipeline import prepare_dataset
 from rdrec.data.sources.base import Source
 from rdrec.data.split import SplitConfig
@@ -47,6 +48,7 @@ class SeqRecDataModule(pl.LightningDataModule):
         self.dataset = None
         self._eval: dict[str, EvalExamples] = {}
         self._subsets: dict[str, np.ndarray] = {}  # stage -> sorted row indices of the evaluated users
+        self.order = ResumableOrder()  # the training order and random states a checkpoint carries (exact resume)
 
     # Lightning calls prepare_data on one process per node and setup on every process; both are idempotent
     # and the entry point calls them once up front to learn num_items before the module is built.
@@ -97,9 +99,15 @@ class SeqRecDataModule(pl.LightningDataModule):
     # ---- loaders -----------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         data = TrainSequences(self.train_view.sequences, self.max_len, self.train_stride)
-        return DataLoader(
-            data, batch_size=self.batch_size, shuffle=True, collate_fn=data.collate, num_workers=self.num_workers
-        )
+        return DataLoader(data, batch_size=self.batch_size, sampler=self.order.sampler_for(data, self.batch_size),
+                          collate_fn=data.collate, num_workers=self.num_workers)
+
+    # Lightning saves these in every checkpoint and restores them on resume (rdrec.data.order)
+    def state_dict(self) -> dict:
+        return {"train_order": self.order.state_dict(self.trainer)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.order.load_state_dict(state_dict.get("train_order"))
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("valid")

@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 from rdrec.utils.atomic import atomic_write_text
+from rdrec.utils.rundir import check_owner
 
 
 def write_metrics(path: str | Path, metrics: dict[str, float]) -> None:
-    atomic_write_text(Path(path), json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    """Write ``metrics.json`` atomically, refusing (``RunDirError``) when another run owns the directory."""
+    path = Path(path)
+    check_owner(path.parent)
+    atomic_write_text(path, json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
 
 def metrics_table(metrics: dict[str, float], stage: str = "test") -> str:

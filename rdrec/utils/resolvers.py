@@ -28,6 +28,9 @@ def wandb_offline() -> bool:
 def register() -> None:
     OmegaConf.register_new_resolver("rdrec_root", lambda: str(ROOT_DIR), replace=True)
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    # the run directory's suffix (conf/hydra/default.yaml): unique among the processes running at one instant
+    # (cached: a multirun's jobs copy the cache of the sweep they belong to)
+    OmegaConf.register_new_resolver("rdrec_pid", os.getpid, replace=True, use_cache=True)
 
 
 register()

@@ -18,7 +18,8 @@ POD and RDRec (WangXFng/RDRec ``data/{beauty,sports,toys}/``). Files in ``{root}
 * ``review_splits.pkl`` (P5) — optional pickle ``{"train"|"val"|"test": [raw 2014 review dict, …],
   "train_indices": …}`` whose dicts carry ``reviewerID, asin, reviewText, overall, unixReviewTime,
   summary`` and, when P5 found one, ``explanation``/``feature``. It gives ``rating`` (``overall``) and, when
-  there is no ``explanation.json``, ``review`` (``reviewText``). Only open pickles you trust.
+  there is no ``explanation.json``, ``review`` (``reviewText``). A pickle can run code when read: it is read only
+  with ``data.source.trust_pickles=true`` (default false: its presence is an error naming that option).
 * ``meta.json.gz`` (P5) — optional 2014 Amazon metadata, read by ``amazon_raw.read_meta`` for titles,
   brands and categories.
 
@@ -41,6 +42,7 @@ from rdrec.data.canonical import CanonicalDataset
 from rdrec.errors import DataError
 from rdrec.data.sources.amazon_raw import read_meta
 from rdrec.data.sources.base import Source
+from rdrec.data.sources.trust import refuse_untrusted_pickle
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +104,10 @@ def index_map(maps: dict, kind: str, path: Path) -> dict[int, str] | None:
 
 
 class AmazonP5(Source):
-    def __init__(self, root: str, name: str):
+    def __init__(self, root: str, name: str, trust_pickles: bool = False):
         self.root = root
         self.name = name
+        self.trust_pickles = bool(trust_pickles)  # not in config(): it changes what may be read, not what is read
 
     @property
     def directory(self) -> Path:
@@ -224,6 +227,7 @@ class AmazonP5(Source):
         return pd.DataFrame(rows, columns=["user_id", "item_id", "explanation", "feature"])
 
     def _review_pickle(self, path: Path) -> pd.DataFrame:
+        refuse_untrusted_pickle(path, self.trust_pickles)
         with open(path, "rb") as f:
             data = _load_splits(path, pickle.load(f))
         rows = []

@@ -25,6 +25,7 @@ import pandas as pd
 from rdrec.data.canonical import CanonicalDataset
 from rdrec.errors import DataError
 from rdrec.data.sources.base import Source
+from rdrec.data.sources.trust import refuse_untrusted_pickle
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class SteamLLaRA(Source):
         frames: list[str] | tuple[str, ...] = ("Test_data.df",),
         padding_item_id: int | None = None,
         name: str = "steam",
+        trust_pickles: bool = False,
     ):
         self.root = root
+        self.trust_pickles = bool(trust_pickles)  # not in config(): it changes what may be read, not what is read
         self.frames = list(frames)
         self.padding_item_id = padding_item_id
         self.name = name
@@ -90,7 +93,8 @@ class SteamLLaRA(Source):
         padding = self.padding_item_id if self.padding_item_id is not None else max(titles) + 1
         users, items, positions = [], [], []
         for path in frame_paths:
-            frame = pd.read_pickle(path)  # a pandas pickle: only open files you trust
+            refuse_untrusted_pickle(path, self.trust_pickles)
+            frame = pd.read_pickle(path)  # a pandas pickle: read only with trust_pickles=true
             for column in ("seq", "next"):
                 if column not in frame.columns:
                     raise DataError(path=path, field=column, expected="a column of LLaRA's frame", got=list(frame.columns))

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from rdrec.errors import DataError
+from rdrec.utils.checkpoints import load_checkpoint
 
 KEY = "lm.soft_prompt"
 
@@ -20,7 +21,8 @@ def load_soft_prompt(path: str | Path | None) -> torch.Tensor:
     ckpt = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     if not ckpt.is_file():
         raise DataError("no stage-1 checkpoint: run `rdrec-train strategy=delrec_stage1` first", path=ckpt)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False).get("state_dict", {})
+    saved = load_checkpoint(ckpt)  # plain data only: a checkpoint in a directory the user names cannot run code
+    state = saved.get("state_dict", {}) if isinstance(saved, dict) else {}
     if KEY not in state:
         raise DataError("checkpoint holds no DELRec soft prompt", path=ckpt, field="state_dict", expected=KEY,
                         got=", ".join(sorted(state)[:5]) or "nothing")

@@ -159,5 +159,6 @@ class DelRecDataModule(SeqRecDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
             self._train = self.build_train_examples()
-        return DataLoader(self._train, batch_size=self.batch_size, shuffle=True, collate_fn=PromptExamples.collate,
+        return DataLoader(self._train, batch_size=self.batch_size,
+                          sampler=self.order.sampler_for(self._train, self.batch_size), collate_fn=PromptExamples.collate,
                           num_workers=self.num_workers)

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from rdrec.data.batches import left_pad
 from rdrec.errors import DataError
 from rdrec.models.base import SequentialRecommender
+from rdrec.utils.checkpoints import load_checkpoint
 
 MODEL_NAMES = {"SASRec": "SASRec", "GRU4Rec": "GRU4Rec", "Caser": "Caser", "BERT4Rec": "BERT4Rec", "SRGNN": "SR-GNN"}
 
@@ -69,7 +70,11 @@ def load_sr_model(run_dir: str | Path, num_items: int, num_users: int) -> Sequen
     cfg = sr_run_config(run_dir)
     model = instantiate(_resolved_seqrec(cfg))(num_items=num_items, num_users=num_users)
     ckpt = best_checkpoint(run_dir)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    saved = load_checkpoint(ckpt)  # plain data only: a checkpoint in a directory the user names cannot run code
+    state = saved.get("state_dict") if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise DataError(path=ckpt, field="state_dict", expected="a Lightning checkpoint with a state_dict",
+                        got=type(saved).__name__ if state is None else type(state).__name__)
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)

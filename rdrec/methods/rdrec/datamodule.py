@@ -121,7 +121,8 @@ class RDRecDataModule(SeqRecDataModule):
         data = self.train_dataset(epoch)
         self.tokenizer  # noqa: B018 (built on first use)
         log.info("epoch %d: %s", epoch, {t: n for t, n in data.counts.items() if n})
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, collate_fn=self.encoder,
+        return DataLoader(data, batch_size=self.batch_size, sampler=self.order.sampler_for(data, self.batch_size),
+                          collate_fn=self.encoder,
                           num_workers=self.num_workers)
 
     def eval_dataloader(self, stage: str, all_users: bool = False, shard: bool = True) -> DataLoader:

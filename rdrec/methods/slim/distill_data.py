@@ -94,4 +94,5 @@ class SlimDistillDataModule(SeqRecDataModule):
     def _loader(self, part: str, shuffle: bool = False) -> DataLoader:
         data = self.pairs[part]
         size = self.batch_size if part == "train" else self.eval_batch_size
-        return DataLoader(data, batch_size=size, shuffle=shuffle, collate_fn=data.collate, num_workers=self.num_workers)
+        sampler = self.order.sampler_for(data, size) if shuffle else None  # shuffled, resumable (rdrec.data.order)
+        return DataLoader(data, batch_size=size, sampler=sampler, collate_fn=data.collate, num_workers=self.num_workers)

@@ -1,0 +1,65 @@
+"""Load checkpoint files without letting them run code.
+
+A ``.ckpt``/``.pt`` file is a pickle: loaded with ``torch.load(weights_only=False)`` it can run any code it
+carries. Every checkpoint rdrec reads (a run being resumed, the best checkpoint of a run, an SR run or a DELRec
+stage-1 run a user points at) goes through ``load_checkpoint``: ``weights_only=True`` (tensors, numbers, strings,
+lists, dicts, tuples), which is all rdrec's own checkpoints hold. A file that needs more is refused with one line;
+the explicit opt-in for a file you trust is the environment variable ``RDREC_TRUST_CHECKPOINTS=1``.
+A truncated or corrupt file is reported as such, in one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdrec.errors import DataError
+
+TRUST_ENV = "RDREC_TRUST_CHECKPOINTS"
+
+
+def trusted() -> bool:
+    """True when the user opted in to full unpickling (``RDREC_TRUST_CHECKPOINTS=1``)."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load`` of ``path`` restricted to plain data; a ``DataError`` naming the file if it is refused,
+    truncated or corrupt."""
+    path = Path(path)
+    weights_only = not trusted()
+    try:
+        return torch.load(path, map_location=map_location, mmap=mmap, weights_only=weights_only)
+    except FileNotFoundError:
+        raise DataError(path=path, expected="a checkpoint file", got="no such file") from None
+    except pickle.UnpicklingError as err:
+        what = _first_global(str(err))
+        if weights_only and what:  # a reference to code; anything else the restricted unpickler rejects is damage
+            raise DataError(path=path, expected="a checkpoint of tensors and plain values",
+                            got=f"a pickle that calls {what}",
+                            message=f"refused: loading it could run code (set {TRUST_ENV}=1 only for a file you "
+                                    "trust)") from None
+        raise _corrupt(path, None) from None  # (torch's text here is advice to unpickle it unrestricted)
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError,
+            TypeError, IndexError) as err:
+        raise _corrupt(path, err) from None
+
+
+def _corrupt(path: Path, err: BaseException | None) -> DataError:
+    first = "" if err is None else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return DataError(path=path, expected="a readable torch checkpoint",
+                     got="a truncated or corrupt file" + (f" ({first[:60]})" if first else ""))
+
+
+def _first_global(message: str) -> str:
+    # torch's message names the offending global, e.g. "Unsupported global: GLOBAL builtins.exec was not an allowed
+    # global by default" or "Unsupported operand 82"; keep only that name
+    for line in message.splitlines():
+        if "Unsupported global:" in line:
+            return line.split("Unsupported global:", 1)[1].split(" was not")[0].strip().removeprefix("GLOBAL ")
+    return ""
