@@ -33,6 +33,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from rdrec.errors import DataError
+from rdrec.utils.atomic import atomic_file
 from rdrec.utils.checkpoints import load_checkpoint
 from rdrec.utils.resolvers import ROOT_DIR
 from rdrec.utils.rundir import claim
@@ -183,16 +184,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "wb", encoding=None) as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
         return load_checkpoint(path, map_location=map_location)

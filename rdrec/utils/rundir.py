@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from rdrec.errors import DataError
+from rdrec.utils.atomic import atomic_write_text
 
 MARKER = ".rdrec-run.json"
 
@@ -73,9 +74,7 @@ def claim(run_dir: str | Path, resume: bool = False) -> str:
                               "(or delete the directory to start over)") from None
         if resume:
             job["resumes"] = other.get("id")
-        tmp = path.with_name(f"{MARKER}.{job['id']}.tmp")
-        tmp.write_text(json.dumps(job) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(job) + "\n")
     else:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(job) + "\n")
