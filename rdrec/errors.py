@@ -38,3 +38,8 @@ class DataError(Exception):
         if message:
             parts.append(message)
         super().__init__(": ".join(parts))
+
+
+class ConfigError(Exception):
+    """A config key or value that cannot work: the message is one line naming the key, the config file it comes
+    from where that is known, and what is accepted. Raised before the run does any work."""
