@@ -257,6 +257,9 @@ class _Origins:
         elif "hydra" in cfg:
             hydra = cfg.hydra
         self.choices = dict(hydra.runtime.choices) if hydra is not None else {}
+        sources = list(hydra.runtime.config_sources) if hydra is not None else []
+        main = [s.path for s in sources if s.provider == "main" and s.schema == "file"]
+        self.config_dir = Path(main[0]) if main else CONFIG_DIR
         overrides = list(hydra.overrides.task) if hydra is not None else []
         self.command_line = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
         self.primary = primary
@@ -274,17 +277,17 @@ class _Origins:
         if key in self.command_line:
             return ["command line"]
         found = [path for path, package, doc in self.files() if _defines(doc, package, key)]
-        return [str(found[-1].relative_to(CONFIG_DIR.parent))] if found else []
+        return [str(found[-1].relative_to(self.config_dir.parent))] if found else []
 
     def files(self) -> list[tuple[Path, str, Any]]:
         if self._files is None:
             self._files, seen = [], set()
-            self._visit(CONFIG_DIR / f"{self.primary}.yaml", "", seen)
+            self._visit(self.config_dir / f"{self.primary}.yaml", "", seen)
             for group, choice in self.choices.items():
                 if group.startswith("hydra") or choice is None:
                     continue
                 name, _, package = group.partition("@")
-                self._visit(CONFIG_DIR / name / f"{choice}.yaml", package or name.replace("/", "."), seen)
+                self._visit(self.config_dir / name / f"{choice}.yaml", package or name.replace("/", "."), seen)
         return self._files
 
     def _visit(self, path: Path, package: str, seen: set) -> None:
@@ -300,7 +303,7 @@ class _Origins:
             if not isinstance(entry, str) or entry == "_self_":
                 continue  # `override /group: option` entries are in the runtime choices already
             name, _, at = entry.partition("@")
-            child = CONFIG_DIR / f"{name[1:]}.yaml" if name.startswith("/") else path.parent / f"{name}.yaml"
+            child = self.config_dir / f"{name[1:]}.yaml" if name.startswith("/") else path.parent / f"{name}.yaml"
             child_package = package if at == "_here_" else at or package
             self._visit(child, child_package, seen)
         self._files.append((path, package, doc))
