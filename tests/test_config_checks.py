@@ -121,6 +121,14 @@ def test_generate_rejects_unknown_keys_too():
     check_config(composed([], "generate"), GENERATE_NODES, primary="generate")
 
 
+def test_rdrec_data_checks_its_data_and_eval_groups():
+    cfg = composed(["+data.split.min_ratng=4"], "data")
+    with pytest.raises(ConfigError, match=r"^unknown key data.split.min_ratng \(command line\): "
+                                          r"rdrec.data.split.SplitConfig accepts "):
+        check_config(cfg, ("data", "eval"), primary="data")
+    check_config(composed(["data=synthetic"], "data"), ("data", "eval"), primary="data")
+
+
 # ---- values that cannot work -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, message", [
     ("data.batch_size=0", "data.batch_size: expected a positive integer, got 0 (command line)"),
