@@ -1,7 +1,10 @@
-"""Callbacks that write run artifacts (the module itself never touches files)."""
+"""Callbacks that write run artifacts (the module itself never touches files), and the one that times training."""
 
 from __future__ import annotations
 
+import resource
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +87,52 @@ class SaveTopK(pl.Callback):
             with atomic_file(path, "wb") as f:
                 pd.concat(rows, ignore_index=True).to_parquet(f, index=False)
         pl_module.train(was_training)
+
+
+class EpochTiming(pl.Callback):
+    """Cost of training, logged at the end of every training epoch for benchmarks (conf/callbacks/default.yaml):
+
+    - ``train/epoch_seconds``: wall-clock from the epoch's start to its last training batch (Lightning validates
+      before ``on_train_epoch_end``, so the clock stops at the last batch, not after validation);
+    - ``train/samples_per_s``: the epoch's training samples (rows of each batch) over those seconds;
+    - ``train/seconds_per_step``: the median seconds of one training batch (forward, backward, optimizer step);
+    - ``train/peak_gpu_mb``, ``train/peak_rss_mb``: peak GPU memory allocated (0 without CUDA) and peak resident
+      memory of the process so far.
+    """
+
+    def __init__(self) -> None:
+        self._epoch_start = self._last_batch_end = self._step_start = 0.0
+        self._samples, self._steps = 0, []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._samples, self._steps = 0, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()
+        self._steps.append(self._last_batch_end - self._step_start)
+        self._samples += batch_rows(batch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seconds = self._last_batch_end - self._epoch_start
+        pl_module.log("train/epoch_seconds", seconds, sync_dist=False)
+        pl_module.log("train/samples_per_s", self._samples / max(seconds, 1e-9), sync_dist=False)
+        if self._steps:
+            pl_module.log("train/seconds_per_step", sorted(self._steps)[len(self._steps) // 2], sync_dist=False)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+        pl_module.log("train/peak_gpu_mb", float(peak), sync_dist=False)
+        pl_module.log("train/peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sync_dist=False)
+
+
+def batch_rows(batch) -> int:
+    """Rows of a batch: the length of its first tensor or list (every field of a batch holds one row per sample)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, Mapping):
+        return batch_rows(next(iter(batch.values()))) if batch else 0
+    if isinstance(batch, (list, tuple)):
+        return len(batch)
+    return 1

@@ -43,3 +43,8 @@ class DataError(Exception):
 class CorruptError(DataError):
     """A cache or converted file that fails its checksum (truncated, bit-flipped, half-copied): callers that can
     rebuild it move it aside and rebuild; the message names the file and the checksum that differs."""
+
+
+class ConfigError(Exception):
+    """A config key or value that cannot work: the message is one line naming the key, the config file it comes
+    from where that is known, and what is accepted. Raised before the run does any work."""

@@ -38,7 +38,14 @@ def test_unknown_dataset_or_strategy_names_the_group(tmp_path):
         compose_cfg("train", tmp_path, ["strategy=nope"])
 
 
+# what a run of an option needs besides the option: a value its config leaves `???`, the strategy it is meant for
+NEEDS = {"strategy=slim_student": [["data.teacher=teacher_export"]],
+         "experiment=delrec_ml100k_cpu": [["strategy=delrec_stage1"], ["strategy=delrec"]],
+         "experiment=delrec_ml100k_gpu": [["strategy=delrec_stage1"], ["strategy=delrec"]]}
+
+
 def test_every_config_group_option_composes(tmp_path):
+    from rdrec.cli.checks import check_config
     from rdrec.utils.resolvers import CONFIG_DIR
 
     for group in ("data", "strategy", "eval", "trainer", "logger", "experiment"):
@@ -47,6 +54,9 @@ def test_every_config_group_option_composes(tmp_path):
             OmegaConf.to_container(cfg.data, resolve=True)
             # what rdrec-train instantiates is there (a `???` left for the command line is allowed elsewhere)
             assert cfg.data._target_ and cfg.strategy._target_ and cfg.trainer._target_, f"{group}={option.stem}"
+            if group in ("data", "strategy", "eval", "experiment"):  # no stale or unknown key, no impossible value
+                for needs in NEEDS.get(f"{group}={option.stem}", [[]]):
+                    check_config(compose_cfg("train", tmp_path, [f"{group}={option.stem}", *needs]))
 
 
 @pytest.mark.slow

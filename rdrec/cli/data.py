@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from rdrec.data.export import export
 from rdrec.data.pipeline import load_canonical, prepare_dataset
+from rdrec.cli.checks import check_config
 from rdrec.cli.errors import report_data_errors
 from rdrec.utils.resolvers import CONFIG_DIR
 
@@ -24,6 +25,7 @@ def stats_table(before: dict, after: dict) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="data")
 @report_data_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, ("data", "eval"), primary="data")
     source = instantiate(cfg.data.source)
     split = instantiate(cfg.data.split)
     prepared = prepare_dataset(source, split, cfg.data.cache_dir)

@@ -1,10 +1,10 @@
-"""Entry points report bad input as one line naming file, record and field, not as a traceback."""
+"""Entry points report bad input (data or config) as one line naming file, record and field, not as a traceback."""
 
 from __future__ import annotations
 
 import functools
 
-from rdrec.errors import DataError
+from rdrec.errors import ConfigError, DataError
 
 
 def report_data_errors(main):
@@ -12,7 +12,7 @@ def report_data_errors(main):
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except DataError as err:
+        except (DataError, ConfigError) as err:
             raise SystemExit(f"rdrec: error: {err}") from None
 
     return wrapper

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from rdrec.data.pipeline import prepare_dataset
 from rdrec.teacher.runner import run_generation
+from rdrec.cli.checks import check_config
 from rdrec.cli.errors import report_data_errors
 from rdrec.utils.instantiate import instantiate_list
 from rdrec.utils.resolvers import CONFIG_DIR
@@ -18,6 +19,8 @@ from rdrec.utils.resolvers import CONFIG_DIR
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")
 @report_data_errors
 def main(cfg: DictConfig) -> float | None:
+    check_config(cfg, ("data", "teacher.backend", "teacher.params", "teacher.retry", "subset",
+                       *(f"families.{name}" for name in cfg.families)), primary="generate")
     prepared = prepare_dataset(instantiate(cfg.data.source), instantiate(cfg.data.split), cfg.data.cache_dir)
     families = {name: instantiate(spec) for name, spec in cfg.families.items() if spec is not None}
     if not families:

@@ -13,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 import rdrec.wandb_logging  # noqa: F401 - registers the resolvers conf/logger/wandb.yaml uses
-from rdrec.utils.instantiate import instantiate_list
+from rdrec.utils.instantiate import instantiate_declared, instantiate_list
 from rdrec.utils.report import metrics_table, write_metrics
 from rdrec.cli import resume
+from rdrec.cli.checks import check_config, check_data_sizes
 from rdrec.cli.errors import report_data_errors
 from rdrec.utils.checkpoints import load_checkpoint
 from rdrec.utils.resolvers import CONFIG_DIR
@@ -24,12 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    check_config(cfg)  # an unknown key or a value that cannot work stops the run before any work
     resume.start(cfg)  # claims the run directory; a resumed run must keep its config (rdrec/cli/resume.py)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()  # the module's size depends on the data
-    module = instantiate(
+    check_data_sizes(cfg, datamodule)
+    module = instantiate_declared(  # hands the strategy only those of these arguments its constructor declares
         cfg.strategy,
         num_items=datamodule.num_items,
         num_users=datamodule.num_users,

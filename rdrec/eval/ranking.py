@@ -83,6 +83,12 @@ def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return out
 
 
+def metric_names(ks: Iterable[int] = DEFAULT_KS, mrr_k: int | None = None) -> list[str]:
+    """The keys ``metrics_from_ranks`` returns, in its order: hr@K, ndcg@K for each K, mrr, mrr@mrr_k."""
+    ks = _check_ks(ks)
+    return [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + ["mrr"] + ([] if mrr_k is None else [f"mrr@{mrr_k}"])
+
+
 def metrics_from_ranks(
     ranks: Tensor, ks: Iterable[int] = DEFAULT_KS, mrr_k: int | None = None
 ) -> dict[str, float]:

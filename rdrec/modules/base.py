@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from rdrec.eval.ranking import RankingMetrics
+from rdrec.eval.ranking import RankingMetrics, metric_names
 
 STAGES = {"val": "valid", "test": "test"}
 
@@ -28,6 +28,12 @@ class RecModule(pl.LightningModule):
         self.eval_results: dict[str, float] = {}
         self.eval_ranks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.validated_at_step: int | None = None  # global step of the last full validation (not the sanity check)
+
+    @classmethod
+    def monitorable_keys(cls, protocols: dict, ks=(1, 5, 10, 20), mrr_k: int | None = None) -> set[str]:
+        """The validation keys ``_log_metrics`` will log for these protocols: what ``eval.monitor`` may name."""
+        return {f"{p.metric_prefix('val')}/{m}" for p in protocols.values() if p is not None
+                for m in metric_names(ks, mrr_k)}
 
     # ---- the scoring interface ---------------------------------------------------------------------------
     def score_all(self, batch: dict) -> torch.Tensor:

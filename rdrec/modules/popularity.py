@@ -8,7 +8,7 @@ from rdrec.modules.base import RecModule
 
 
 class PopularityModule(RecModule):
-    def __init__(self, num_items: int, protocols: dict, ks=(1, 5, 10, 20), mrr_k: int | None = None, **_):
+    def __init__(self, num_items: int, protocols: dict, ks=(1, 5, 10, 20), mrr_k: int | None = None):
         super().__init__(protocols, ks, mrr_k)
         self.automatic_optimization = False
         # A Parameter (never optimised) rather than a buffer only because DDP refuses to wrap a module without one.

@@ -8,7 +8,6 @@ unmasked cloze positions) never enter either loss.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -29,14 +28,12 @@ class SeqRecModule(RecModule):
         loss: str = "ce",
         ks=(1, 5, 10, 20),
         mrr_k: int | None = None,
-        **_,
     ):
         super().__init__(protocols, ks, mrr_k)
         if loss not in ("ce", "bce"):
             raise ValueError(f"strategy.loss: expected 'ce' or 'bce', got {loss!r}")
         self.model = model(num_items=num_items, num_users=num_users)
         self.num_items, self.loss_name, self.optimizer_factory = num_items, loss, optimizer
-        self._epoch_start = self._last_batch_end = 0.0
 
     # ---- training ------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -61,17 +58,6 @@ class SeqRecModule(RecModule):
 
     def configure_optimizers(self):
         return self.optimizer_factory(params=self.parameters())
-
-    # wall-clock seconds of an epoch's training batches, for benchmarks: Lightning validates before
-    # on_train_epoch_end, so the clock stops at the last training batch
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = self._last_batch_end = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self._last_batch_end = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/epoch_seconds", self._last_batch_end - self._epoch_start, on_epoch=True, sync_dist=False)
 
     # ---- scoring for the shared evaluator --------------------------------------------------------------------
     def score_all(self, batch: dict) -> torch.Tensor:

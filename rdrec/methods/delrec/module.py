@@ -12,8 +12,6 @@ backbone config, so a 3B-parameter model is not copied into every checkpoint.
 
 from __future__ import annotations
 
-import resource
-import time
 from collections.abc import Callable
 
 import torch
@@ -47,7 +45,6 @@ class DelRecBase(RecModule):
         self.prompts = None
         self._titles: tuple[torch.Tensor, torch.Tensor] | None = None
         self._title_tokens: list[list[int]] = []
-        self._step_start, self._step_seconds = 0.0, []
 
     # ---- data the module needs from the datamodule (titles, prompt texts) ------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -101,22 +98,6 @@ class DelRecBase(RecModule):
     def on_train_epoch_start(self) -> None:
         self.lm.train()  # from_pretrained returns models in eval mode; Lightning keeps modes as it finds them
 
-    # ---- cost: seconds per optimizer step and peak memory, logged for benchmarks -------------------------------------
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self._step_seconds.append(time.perf_counter() - self._step_start)
-
-    def on_train_epoch_end(self) -> None:
-        if self._step_seconds:
-            steps = sorted(self._step_seconds)
-            self.log("train/seconds_per_step", steps[len(steps) // 2], sync_dist=False)  # median
-            self._step_seconds = []
-        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-        self.log("train/peak_gpu_mb", float(peak), sync_dist=False)
-        self.log("train/peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sync_dist=False)
-
 
 class DelRecModule(DelRecBase):
     """Stage 2. ``soft_prompt``: the stage-1 vectors (``rdrec.methods.delrec.artifacts.load_soft_prompt``), or None
@@ -139,7 +120,6 @@ class DelRecModule(DelRecBase):
         ks=(1, 5, 10, 20),
         mrr_k: int | None = None,
         seed: int = 0,
-        **_,
     ):
         super().__init__(backbone, protocols, optimizer, num_soft_tokens, soft_prompt_init, reduction, ks, mrr_k, seed)
         if soft_prompt is not None:

@@ -67,7 +67,6 @@ class DelRecStage1Module(DelRecBase):
         ks=(1, 5, 10, 20),
         mrr_k: int | None = None,
         seed: int = 0,
-        **_,
     ):
         super().__init__(backbone, protocols, optimizer, num_soft_tokens, soft_prompt_init, reduction, ks, mrr_k, seed)
         self.tasks = tuple(tasks)

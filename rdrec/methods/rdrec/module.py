@@ -15,7 +15,6 @@ datamodule trained on the training text, or from the pretrained backbone's own t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -44,7 +43,6 @@ class RDRecStudentModule(RecModule):
         text_max_new_tokens: int = 64,
         ks=(1, 5, 10, 20),
         mrr_k: int | None = None,
-        **_,
     ):
         super().__init__(protocols, ks, mrr_k)
         self.backbone, self.optimizer_factory = backbone, optimizer
@@ -55,8 +53,6 @@ class RDRecStudentModule(RecModule):
         self.text_metrics = TextMetrics()  # explanation generation, on targets that have a review
         self.model: PODStudent | None = None
         self.trie: ItemTrie | None = None
-        self._epoch_start = self._last_batch_end = 0.0
-        self._epoch_samples = 0
 
     # ---- building ----------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -85,7 +81,6 @@ class RDRecStudentModule(RecModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.model(batch["input_ids"], batch["attention_mask"], batch["whole_word_ids"], batch["task"],
                           batch["labels"])
-        self._epoch_samples += len(batch["task"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["task"]))
         return loss
 
@@ -99,19 +94,6 @@ class RDRecStudentModule(RecModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # throughput for benchmarks: wall-clock of an epoch's training batches and the samples they held
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = self._last_batch_end = time.perf_counter()
-        self._epoch_samples = 0
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self._last_batch_end = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        seconds = self._last_batch_end - self._epoch_start
-        self.log("train/epoch_seconds", seconds, sync_dist=False)
-        self.log("train/samples_per_s", self._epoch_samples / max(seconds, 1e-9), sync_dist=False)
 
     # ---- text tasks: explanation generation on test targets with a review ------------------------------------
     def test_step(self, batch: dict, batch_idx: int) -> None:

@@ -22,7 +22,6 @@ import torch
 
 from rdrec.models.base import SequentialRecommender
 from rdrec.methods.slim.fusion import SlimFusion, SlimMatching
-from rdrec.modules.base import RecModule
 from rdrec.modules.seqrec import SeqRecModule
 
 
@@ -46,26 +45,23 @@ class SlimRecModule(SeqRecModule):
         train_encoder: bool = False,
         ks=(1, 5, 10, 20),
         mrr_k: int | None = None,
-        **_,
     ):
-        RecModule.__init__(self, protocols, ks, mrr_k)
-        if loss not in ("ce", "bce"):
-            raise ValueError(f"strategy.loss: expected 'ce' or 'bce', got {loss!r}")
-        if mode == "fusion":
-            if model is None:
-                raise ValueError("strategy.model: ID-based fusion needs a sequential recommender (seqrec=…)")
-            self.model = SlimFusion(model(num_items=num_items, num_users=num_users), text_dim=text_dim,
-                                    use_user_text=use_user_text, use_item_text=use_item_text, dropout=fusion_dropout)
-            self.uses = {"user": use_user_text, "item": use_item_text}
-        elif mode == "matching":
-            self.model = SlimMatching(num_items, text_dim, matching_hidden_size, history_text, temperature, num_users)
-            self.uses = {"user": True, "item": True}
-        else:
+        if mode not in ("fusion", "matching"):
             raise ValueError(f"strategy.mode: expected 'fusion' or 'matching', got {mode!r}")
+        if mode == "fusion" and model is None:
+            raise ValueError("strategy.model: ID-based fusion needs a sequential recommender (seqrec=…)")
+
+        def build(num_items: int, num_users: int):
+            if mode == "matching":
+                return SlimMatching(num_items, text_dim, matching_hidden_size, history_text, temperature, num_users)
+            return SlimFusion(model(num_items=num_items, num_users=num_users), text_dim=text_dim,
+                              use_user_text=use_user_text, use_item_text=use_item_text, dropout=fusion_dropout)
+
+        super().__init__(build, num_items, num_users, protocols, optimizer, loss, ks, mrr_k)
+        matching = mode == "matching"  # ID-agnostic matching always reads both text tables
+        self.uses = {"user": use_user_text or matching, "item": use_item_text or matching}
         self.text_dim, self.mode, self.train_encoder = text_dim, mode, train_encoder
         self.encoder = None  # set in setup() when the encoder is fine-tuned
-        self.num_items, self.loss_name, self.optimizer_factory = num_items, loss, optimizer
-        self._epoch_start = self._last_batch_end = 0.0
 
     def setup(self, stage: str | None = None) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None

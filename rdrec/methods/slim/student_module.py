@@ -72,7 +72,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 class SlimStudentModule(pl.LightningModule):
     def __init__(self, backbone: Backbone, optimizer: Callable[..., torch.optim.Optimizer], lora: dict | None = None,
-                 max_length: int = 512, **_):
+                 max_length: int = 512):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -88,6 +88,11 @@ class SlimStudentModule(pl.LightningModule):
         self.strict_loading = False  # checkpoints hold the trainable weights only (on_save_checkpoint)
         self.eval_results: dict[str, float] = {}
         self._sums: dict[str, list[float]] = {}
+
+    @classmethod
+    def monitorable_keys(cls, protocols: dict, ks=(), mrr_k: int | None = None) -> set[str]:
+        """What ``_finish`` logs after validation (the student ranks nothing: the protocols do not matter)."""
+        return {"val/loss", "val/perplexity", "val/tokens"}
 
     # ---- training ------------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:
