@@ -234,7 +234,9 @@ def _row(variant: str, seed: int, out: Path, stage1: Path | None, cost: dict, s1
 def _write(work: Path, rows: list[dict]) -> None:
     """Merge these rows into results.csv (a row per variant and seed; later runs of the script add rows)."""
     work.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows)
+    if not rows and not (work / "results.csv").is_file():
+        return
+    frame = pd.DataFrame(rows, columns=None if rows else ["variant", "seed"])
     if (work / "results.csv").is_file():
         old = pd.read_csv(work / "results.csv")
         keys = set(zip(frame["variant"], frame["seed"]))
@@ -255,9 +257,54 @@ def _write(work: Path, rows: list[dict]) -> None:
         cells += [f"{group[c].mean():.0f}" if group[c].notna().any() else "" for c in costs]  # means over seeds
         users = "/".join(str(int(u)) for u in sorted(set(group["users"].dropna()))) if "users" in group else ""
         lines.append(f"| {variant} | {len(group)} | {users} | " + " | ".join(cells) + " |")
+    lines += paired_lines(frame)
     tmp = work / "results.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, work / "results.md")
+
+
+PAIRED_AGAINST = ("popularity", "sr_alone (SASRec)", "no_stage1", "no_adalora")
+
+
+def paired_lines(frame: pd.DataFrame) -> list[str]:
+    """Paired differences over the same users (per seed): each LLM row minus each comparison row, in per-user
+    NDCG@5 and HR@1, with the paired standard error and a two-sided normal-approximation p-value."""
+    import math
+
+    import numpy as np
+
+    def per_user(run: str):
+        found = ranks_file(Path(run))
+        return pd.read_csv(found).set_index("user")["rank"] if found else None
+
+    out = []
+    llm = [v for v in dict.fromkeys(frame["variant"]) if v not in REFERENCES]
+    for variant in llm:
+        for other in PAIRED_AGAINST:
+            if other == variant:
+                continue
+            for seed in sorted(set(frame["seed"])):
+                a = frame[(frame["variant"] == variant) & (frame["seed"] == seed)]
+                b = frame[(frame["variant"] == other) & (frame["seed"] == seed)]
+                if a.empty or b.empty:
+                    continue
+                ra, rb = per_user(a["run"].iloc[0]), per_user(b["run"].iloc[0])
+                if ra is None or rb is None:
+                    continue
+                users = ra.index.intersection(rb.index)
+                ra, rb = ra.loc[users].to_numpy(float), rb.loc[users].to_numpy(float)
+                cells = []
+                for name, f in (("ndcg@5", lambda r: np.where(r <= 5, 1 / np.log2(r + 1), 0.0)),
+                                ("hr@1", lambda r: (r <= 1).astype(float))):
+                    d = f(ra) - f(rb)
+                    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+                    p = math.erfc(abs(d.mean() / se) / math.sqrt(2)) if se and se > 0 else float("nan")
+                    cells.append(f"{d.mean():+.4f} ± {se:.4f} (p {p:.3g})")
+                out.append(f"| {variant} − {other} | {seed} | {len(users)} | " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    return ["", "Paired differences over the same users (mean ± paired standard error, two-sided normal p):", "",
+            "| rows | seed | users | Δ ndcg@5 | Δ hr@1 |", "|---|---|---|---|---|", *out]
 
 
 if __name__ == "__main__":
