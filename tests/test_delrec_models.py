@@ -146,7 +146,7 @@ def test_title_targets_end_with_eos_so_prefix_titles_differ():
 
 @pytest.mark.teacher_model
 def test_shipped_smollm2_scores_whole_titles_exactly():
-    """On the real SmolLM2 (grouped-query attention, BPE): the batched KV-cache scores equal one full forward pass
+    """On the real SmolLM2 (grouped-query attention, BPE): the packed batched scores equal one full forward pass
     per candidate, and two titles that share their first sub-word get different scores."""
     from tests.test_teacher_fixtures import real_smollm2_dir
 

@@ -1,12 +1,20 @@
-"""DELRec comparison on MovieLens-100K: the SR model alone, DELRec and its ablations, over seeds.
+"""DELRec comparison on MovieLens-100K: reference rows, DELRec and its ablations, over seeds.
 
 Every row ranks the same persisted K-candidate lists (the SASRec run's top items + random items, seeded order)
 for the same users, through the shared evaluator; numbers are HR@1, HR@5, NDCG@5 (mean ± std over seeds), and
 each LLM stage's median seconds per optimizer step and peak resident memory (the run's process, from wait4).
 
+Reference rows, in every table: ``random (expected)`` (a uniform random order: HR@k = k/K exactly),
+``random (seeded draw)`` (one uniform random rank per evaluated user, seed = the run's seed), ``popularity``
+(candidates by training count, ``experiment=delrec_pop_eval``), ``sr_alone (SASRec)`` (the SR model ranking the
+shown candidates) and ``SASRec full ranking`` (the same model's HR@k over all items, for the same users). The lists
+hold SASRec's own top-10 as negatives, so SASRec alone ranks the positive first only when its full-ranking rank is 1:
+its HR@1 on the lists equals its full-ranking HR@1, below a random order's 1/K.
+
     python experiments/delrec/run.py                       # CPU settings (conf/experiment/delrec_ml100k_cpu.yaml)
     python experiments/delrec/run.py --seeds 1 --variants delrec no_stage1 --eval-users 50 --train-batches 20
     python experiments/delrec/run.py --experiment delrec_ml100k_gpu  # the paper's setting on a GPU
+    python experiments/delrec/run.py --seeds 1 2 3 --variants --eval-users 0   # the reference rows alone, all users
 
 Runs are plain ``rdrec-train`` calls (printed before they start) into ``--work``; a finished run is skipped when
 the script is started again, so a killed comparison resumes. SR teachers that are missing are trained first
@@ -29,6 +37,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 METRICS = ("hr@1", "hr@5", "ndcg@5")
+REFERENCES = ("random (expected)", "random (seeded draw)", "popularity", "sr_alone (SASRec)", "SASRec full ranking")
 
 # variant -> (stage-1 options or None when the variant reuses another's stage 1, stage-2 options)
 VARIANTS = {
@@ -86,11 +95,13 @@ def step_seconds(run_dir: Path) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=["delrec", "no_ta", "no_rps", "no_stage1", "no_adalora"],
-                        choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=["delrec", "no_ta", "no_rps", "no_stage1", "no_adalora"],
+                        choices=sorted(VARIANTS), help="none: the reference rows only")
     parser.add_argument("--experiment", default="delrec_ml100k_cpu")
     parser.add_argument("--eval-users", type=int, default=None, help="override data.eval_users (0: every user)")
-    parser.add_argument("--train-batches", type=int, default=None, help="override trainer.limit_train_batches")
+    parser.add_argument("--train-batches", type=int, default=None,
+                        help="override trainer.limit_train_batches (0: the whole epoch, e.g. every training user once "
+                             "with data.examples_per_user=1)")
     parser.add_argument("--sr-epochs", type=int, default=100, help="max epochs of SR teachers trained here")
     parser.add_argument("--work", type=Path, default=ROOT / "experiments" / "delrec" / "work" / "cmp")
     parser.add_argument("--sr-dir", type=Path, default=None, help="where SR runs live (default: <work>/..)")
@@ -101,8 +112,8 @@ def main() -> None:
     subset = [f"data.eval_users={eval_users or 'null'}"]
     list_opts = [e for e in args.extra if e.startswith(("delrec.num_candidates=", "delrec.n_sr="))]
     common = [f"experiment={args.experiment}", "trainer.enable_progress_bar=false", *subset, *args.extra]
-    if args.train_batches:
-        common.append(f"trainer.limit_train_batches={args.train_batches}")
+    if args.train_batches is not None:
+        common.append(f"trainer.limit_train_batches={args.train_batches or 1.0}")
 
     rows = []
     for seed in args.seeds:
@@ -115,6 +126,12 @@ def main() -> None:
                     f"delrec.sr_run={sasrec}", f"ckpt_path={best_ckpt(sasrec)}", "trainer.enable_progress_bar=false",
                     f"hydra.run.dir={out}"], out.with_suffix(".log"), out / "metrics.json")
         rows.append(_row("sr_alone (SASRec)", seed, out, None, cost))
+        pop = work / f"seed{seed}" / "popularity"
+        run(["experiment=delrec_pop_eval", *lists, *subset, *list_opts, f"delrec.sr_run={sasrec}",
+             "trainer.enable_progress_bar=false", f"hydra.run.dir={pop}"], pop.with_suffix(".log"), pop / "metrics.json")
+        rows.append(_row("popularity", seed, pop, None, {}))
+        rows += reference_rows(seed, out, sasrec, _list_size(list_opts))
+        _write(work, rows)
 
         stage1_runs: dict[str, Path] = {}
         for variant in args.variants:
@@ -148,6 +165,44 @@ def main() -> None:
     print((work / "results.md").read_text())
 
 
+def _list_size(list_opts: list[str]) -> int:
+    for opt in list_opts:
+        if opt.startswith("delrec.num_candidates="):
+            return int(opt.split("=", 1)[1])
+    return 20
+
+
+def ranks_file(run_dir: Path) -> Path | None:
+    """The per-user ranks the evaluator saved for DELRec's lists (rdrec.callbacks.SaveRanks), if any."""
+    found = sorted((run_dir / "ranks").glob("test*delrec*.csv"))
+    return found[0] if found else None
+
+
+def rank_metrics(ranks) -> dict:
+    import numpy as np
+
+    ranks = np.asarray(ranks, dtype=float)
+    return {"hr@1": float((ranks <= 1).mean()), "hr@5": float((ranks <= 5).mean()),
+            "ndcg@5": float(np.where(ranks <= 5, 1 / np.log2(ranks + 1), 0).mean())}
+
+
+def reference_rows(seed: int, sr_alone: Path, sasrec: Path, k: int) -> list[dict]:
+    """Random order (exact expectation and a seeded draw) and SASRec's full-ranking HR@k, for the users the
+    SR-alone run evaluated."""
+    import numpy as np
+
+    ranks = pd.read_csv(ranks_file(sr_alone))
+    users = ranks["user"].to_numpy()
+    expected = {"hr@1": 1 / k, "hr@5": min(5, k) / k, "ndcg@5": sum(1 / np.log2(r + 1) for r in range(1, min(5, k) + 1)) / k}
+    draw = np.random.default_rng([seed, 20]).integers(1, k + 1, size=len(users))
+    full = pd.read_csv(sasrec / "ranks" / "test.csv").set_index("user").loc[users, "rank"].to_numpy()
+    rows = []
+    for name, values in (("random (expected)", expected), ("random (seeded draw)", rank_metrics(draw)),
+                         ("SASRec full ranking", rank_metrics(full))):
+        rows.append({"variant": name, "seed": seed, "run": str(sr_alone), "users": len(users), **values})
+    return rows
+
+
 def _eval_users(experiment: str) -> int | None:
     """The experiment config's user subset, passed on explicitly so the SR-alone run ranks the same users."""
     from hydra import compose, initialize_config_dir
@@ -162,6 +217,8 @@ def _eval_users(experiment: str) -> int | None:
 def _row(variant: str, seed: int, out: Path, stage1: Path | None, cost: dict, s1_cost: dict | None = None) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     row = {"variant": variant, "seed": seed, "run": str(out)}
+    found = ranks_file(out)
+    row["users"] = len(pd.read_csv(found)) if found else None
     row.update({m: metrics.get(f"test/delrec/{m}") for m in METRICS})
     row["stage2_seconds_per_step"] = step_seconds(out)
     row["stage2_peak_rss_mb"] = cost.get("peak_rss_mb")
@@ -177,7 +234,9 @@ def _row(variant: str, seed: int, out: Path, stage1: Path | None, cost: dict, s1
 def _write(work: Path, rows: list[dict]) -> None:
     """Merge these rows into results.csv (a row per variant and seed; later runs of the script add rows)."""
     work.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows)
+    if not rows and not (work / "results.csv").is_file():
+        return
+    frame = pd.DataFrame(rows, columns=None if rows else ["variant", "seed"])
     if (work / "results.csv").is_file():
         old = pd.read_csv(work / "results.csv")
         keys = set(zip(frame["variant"], frame["seed"]))
@@ -188,15 +247,64 @@ def _write(work: Path, rows: list[dict]) -> None:
     os.replace(tmp, work / "results.csv")
     costs = [c for c in ("stage1_seconds_per_step", "stage1_peak_rss_mb", "stage2_seconds_per_step", "stage2_peak_rss_mb")
              if c in frame]
-    lines = ["| variant | seeds | " + " | ".join(f"test {m}" for m in METRICS) + " | " + " | ".join(costs) + " |",
-             "|---" * (len(METRICS) + len(costs) + 2) + "|"]
-    for variant, group in frame.groupby("variant", sort=False):
+    lines = ["| variant | seeds | users per seed | " + " | ".join(f"test {m}" for m in METRICS) + " | "
+             + " | ".join(costs) + " |", "|---" * (len(METRICS) + len(costs) + 3) + "|"]
+    order = [v for v in REFERENCES if v in set(frame["variant"])]
+    order += [v for v in dict.fromkeys(frame["variant"]) if v not in order]
+    for variant in order:
+        group = frame[frame["variant"] == variant]
         cells = [f"{group[m].mean():.4f} ± {group[m].std(ddof=1) if len(group) > 1 else 0:.4f}" for m in METRICS]
         cells += [f"{group[c].mean():.0f}" if group[c].notna().any() else "" for c in costs]  # means over seeds
-        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
+        users = "/".join(str(int(u)) for u in sorted(set(group["users"].dropna()))) if "users" in group else ""
+        lines.append(f"| {variant} | {len(group)} | {users} | " + " | ".join(cells) + " |")
+    lines += paired_lines(frame)
     tmp = work / "results.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, work / "results.md")
+
+
+PAIRED_AGAINST = ("popularity", "sr_alone (SASRec)", "no_stage1", "no_adalora")
+
+
+def paired_lines(frame: pd.DataFrame) -> list[str]:
+    """Paired differences over the same users (per seed): each LLM row minus each comparison row, in per-user
+    NDCG@5 and HR@1, with the paired standard error and a two-sided normal-approximation p-value."""
+    import math
+
+    import numpy as np
+
+    def per_user(run: str):
+        found = ranks_file(Path(run))
+        return pd.read_csv(found).set_index("user")["rank"] if found else None
+
+    out = []
+    llm = [v for v in dict.fromkeys(frame["variant"]) if v not in REFERENCES]
+    for variant in llm:
+        for other in PAIRED_AGAINST:
+            if other == variant:
+                continue
+            for seed in sorted(set(frame["seed"])):
+                a = frame[(frame["variant"] == variant) & (frame["seed"] == seed)]
+                b = frame[(frame["variant"] == other) & (frame["seed"] == seed)]
+                if a.empty or b.empty:
+                    continue
+                ra, rb = per_user(a["run"].iloc[0]), per_user(b["run"].iloc[0])
+                if ra is None or rb is None:
+                    continue
+                users = ra.index.intersection(rb.index)
+                ra, rb = ra.loc[users].to_numpy(float), rb.loc[users].to_numpy(float)
+                cells = []
+                for name, f in (("ndcg@5", lambda r: np.where(r <= 5, 1 / np.log2(r + 1), 0.0)),
+                                ("hr@1", lambda r: (r <= 1).astype(float))):
+                    d = f(ra) - f(rb)
+                    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+                    p = math.erfc(abs(d.mean() / se) / math.sqrt(2)) if se and se > 0 else float("nan")
+                    cells.append(f"{d.mean():+.4f} ± {se:.4f} (p {p:.3g})")
+                out.append(f"| {variant} − {other} | {seed} | {len(users)} | " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    return ["", "Paired differences over the same users (mean ± paired standard error, two-sided normal p):", "",
+            "| rows | seed | users | Δ ndcg@5 | Δ hr@1 |", "|---|---|---|---|---|", *out]
 
 
 if __name__ == "__main__":

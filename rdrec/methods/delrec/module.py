@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from rdrec.backbones import Backbone
-from rdrec.methods.delrec.scoring import PromptCodec, candidate_log_likelihood
+from rdrec.methods.delrec.scoring import PromptCodec, candidate_log_likelihood, lm_loss
 from rdrec.methods.delrec.soft_prompt import SoftPromptLM
 from rdrec.modules.base import RecModule
 
@@ -74,7 +74,10 @@ class DelRecBase(RecModule):
         if self.prompts is None:
             raise RuntimeError("DELRec needs item titles: call use_prompts() or run it with a DelRecDataModule")
         history, shown = batch["history"].cpu().tolist(), candidates.cpu().tolist()
-        texts = [self.prompts.rec(h, c) for h, c in zip(history, shown)]
+        return self.score_prompts([self.prompts.rec(h, c) for h, c in zip(history, shown)], candidates)
+
+    def score_prompts(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
+        """[B, C] log-likelihood of each candidate's whole title after each prompt text (any of the prompt kinds)."""
         side = "left" if self.lm.kind == "causal" else "right"
         prompts = {k: v.to(self.device) for k, v in self.codec.encode_prompts(texts, side).items()}
         ids, mask = self._titles
@@ -99,11 +102,41 @@ class DelRecBase(RecModule):
         self.lm.train()  # from_pretrained returns models in eval mode; Lightning keeps modes as it finds them
 
 
+def run_steps(trainer, default: int = 1000) -> int:
+    """The run's real number of optimizer steps (``max_steps``, or batches × epochs after ``limit_train_batches``);
+    ``default`` when there is no fitting trainer (evaluating a checkpoint: no schedule is used then)."""
+    try:
+        steps = int(trainer.estimated_stepping_batches)
+    except Exception:  # noqa: BLE001 - not fitting
+        steps = 0
+    return steps if 0 < steps < 10**9 else default
+
+
+def adalora_schedule(options: dict, total_steps: int) -> dict:
+    """peft ``AdaLoraConfig`` fields with AdaLoRA's budget schedule sized to the run: ``total_step`` (null: the run's
+    steps), and ``tinit`` (steps at the initial rank), ``tfinal`` (steps at the target rank) and ``deltaT`` (steps
+    between rank reallocations), each a fraction of ``total_step`` when below 1. Kept valid for short runs:
+    tinit + tfinal < total_step (peft refuses otherwise) and deltaT ≥ 1."""
+    out = dict(options)
+    total = int(out.get("total_step") or total_steps)
+    if total < 1:
+        raise ValueError(f"AdaLoRA needs at least one training step, got total_step={total}")
+    out["total_step"] = total
+    for key, default in (("tinit", 0), ("tfinal", 0), ("deltaT", 1)):
+        value = out.get(key, default)
+        out[key] = int(round(value * total)) if 0 < value < 1 else int(value)
+    out["deltaT"] = max(1, out["deltaT"])
+    while out["tinit"] + out["tfinal"] >= total and (out["tinit"] or out["tfinal"]):
+        key = "tinit" if out["tinit"] >= out["tfinal"] else "tfinal"
+        out[key] -= 1
+    return out
+
+
 class DelRecModule(DelRecBase):
     """Stage 2. ``soft_prompt``: the stage-1 vectors (``rdrec.methods.delrec.artifacts.load_soft_prompt``), or None
     for the "without stage 1" ablation (a random, frozen prompt). ``adalora``: peft ``AdaLoraConfig`` fields, or
-    None for the "without AdaLoRA" ablation (nothing trains: evaluate with ``train=false``). ``tinit``/``tfinal``
-    below 1 are fractions of the total number of steps."""
+    None for the "without AdaLoRA" ablation (nothing trains: evaluate with ``train=false``). ``tinit``/``tfinal``/
+    ``deltaT`` below 1 are fractions of the run's number of steps (:func:`adalora_schedule`)."""
 
     def __init__(
         self,
@@ -139,25 +172,18 @@ class DelRecModule(DelRecBase):
             return
         from peft import AdaLoraConfig, TaskType, get_peft_model
 
-        options = dict(self.adalora)
-        total = options.pop("total_step", None) or self._total_steps()
-        for key in ("tinit", "tfinal"):
-            if key in options and 0 < options[key] < 1:
-                options[key] = int(options[key] * total)
+        options = adalora_schedule(self.adalora, self._total_steps())
+        self.schedule = {k: options[k] for k in ("total_step", "tinit", "tfinal", "deltaT")}
         task = TaskType.SEQ_2_SEQ_LM if self.lm.kind == "seq2seq" else TaskType.CAUSAL_LM
-        self.lm.model = get_peft_model(self.lm.model, AdaLoraConfig(task_type=task, total_step=total, **options))
+        self.lm.model = get_peft_model(self.lm.model, AdaLoraConfig(task_type=task, **options))
         self.lm.soft_prompt.requires_grad_(False)
         self._adapted = True
 
     def _total_steps(self) -> int:
-        try:
-            steps = int(self.trainer.estimated_stepping_batches)
-        except Exception:  # noqa: BLE001 - not fitting (evaluating a checkpoint): the schedule is irrelevant
-            steps = 0
-        return steps if 0 < steps < 10**9 else 1000
+        return run_steps(self.trainer)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.lm(**self.lm_inputs(batch["prompt"], batch["target"])).loss
+        loss = lm_loss(self.lm, self.lm_inputs(batch["prompt"], batch["target"]))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["prompt"]))
         return loss
 

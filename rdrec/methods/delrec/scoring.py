@@ -4,11 +4,13 @@
   placeholder positions (``soft_mask``) for :class:`rdrec.methods.delrec.soft_prompt.SoftPromptLM`, and item titles
   into target token ids that end with the end-of-sequence token (so a title that is a prefix of another is
   still a different, complete answer).
-- :func:`lm_loss` is the token cross-entropy of the target titles given the prompts (teacher forcing).
+- :func:`lm_loss` is the token cross-entropy of the target titles given the prompts (teacher forcing), with the
+  vocabulary projection only at the positions that carry a label.
 - :func:`candidate_log_likelihood` scores each shown candidate by the log-likelihood of its *whole* title
   (every token, summed; or averaged with ``reduction="mean"``), batched: a decoder-only model reads the prompt
-  once and continues from its key/value cache for all C candidates; an encoder-decoder model encodes the prompt
-  once and decodes the C titles together. The public DELRec code scored only a title's first sub-word, which
+  and all C titles in one packed pass (the titles attend to the prompt and to themselves, not to each other), so
+  the prompt is encoded once and no key/value cache is copied per candidate; an encoder-decoder model encodes
+  the prompt once and decodes the C titles together. The public DELRec code scored only a title's first sub-word, which
   cannot tell "Star Wars" from "Star Trek".
 """
 
@@ -87,9 +89,34 @@ class PromptCodec:
 
 
 def lm_loss(lm: SoftPromptLM, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean token cross-entropy of the labelled tokens (the model's own loss, so peft's AdaLoRA adds its
-    orthogonality regulariser to it)."""
-    return lm(**inputs).loss
+    """Mean token cross-entropy of the labelled tokens: the value of the model's own loss (``lm(**inputs).loss``),
+    AdaLoRA's orthogonality regulariser included. For a decoder-only model the vocabulary projection runs only at
+    the positions that predict a label (about 10 of ~450 per prompt), not at every position."""
+    if lm.kind == "seq2seq":  # the decoder reads the targets only: its logits are already the labelled ones
+        return lm(**inputs).loss
+    hidden = lm.hidden_states(inputs["input_ids"], inputs.get("soft_mask"), attention_mask=inputs["attention_mask"],
+                              use_cache=False)
+    targets = inputs["labels"][:, 1:]
+    keep = targets != IGNORE
+    logits = lm.logits(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep]) + adalora_penalty(lm.model)
+
+
+def adalora_penalty(model: torch.nn.Module) -> torch.Tensor | float:
+    """AdaLoRA's orthogonality regulariser as peft adds it to a model's loss (``AdaLoraModel.forward``):
+    ``orth_reg_weight`` × mean over the adapted matrices of ‖PPᵀ − I‖_F (P = lora_A, or lora_Bᵀ); 0 without AdaLoRA."""
+    inner = getattr(model, "base_model", None)
+    name = getattr(inner, "trainable_adapter_name", None)
+    configs = getattr(model, "peft_config", None)
+    if name is None or not configs or not hasattr(configs[name], "orth_reg_weight"):
+        return 0.0
+    total, count = 0.0, 0
+    for key, p in inner.model.named_parameters():
+        if ("lora_A" in key or "lora_B" in key) and name in key:
+            cov = p @ p.T if "lora_A" in key else p.T @ p
+            total = total + torch.norm(cov - torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device), p="fro")
+            count += 1
+    return configs[name].orth_reg_weight * total / count if count else 0.0
 
 
 def candidate_log_likelihood(
@@ -126,25 +153,44 @@ def _seq2seq_token_logp(lm, prompts, ids, mask, C) -> torch.Tensor:
 
 
 def _causal_token_logp(lm, prompts, ids, mask, C) -> torch.Tensor:
+    """One packed pass per prompt: the prompt's columns, then C blocks holding each candidate's title tokens but the
+    last, under an attention mask that lets a block see the prompt and its own earlier tokens only (and position ids
+    that continue each prompt's). The prompt is encoded once and nothing is copied per candidate; the vocabulary
+    projection runs at the prompt's last column and at the title tokens that are followed by a real one."""
     attention = prompts["attention_mask"]
     if (attention[:, -1] == 0).any():
         raise ValueError("decoder-only prompts must be left-padded (the last column is every prompt's last token)")
+    B, L = attention.shape
+    T = ids.shape[1]
+    steps = T - 1
+    ids3, mask3 = ids.reshape(B, C, T), mask.reshape(B, C, T)
+    device = ids.device
+    valid = attention.bool()
+    input_ids = torch.cat([prompts["input_ids"], ids3[:, :, :steps].reshape(B, C * steps)], 1)
+    soft = prompts.get("soft_mask")
+    if soft is not None:
+        soft = torch.cat([soft, soft.new_zeros(B, C * steps)], 1)
     lengths = attention.sum(1)
-    positions = (attention.cumsum(1) - 1).clamp(min=0)
-    out = lm(prompts["input_ids"], soft_mask=prompts.get("soft_mask"), attention_mask=attention,
-             position_ids=positions, use_cache=True)
-    first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(C, dim=0)  # [BC, V]
-    logp = [first.gather(1, ids[:, :1])]
-    if ids.shape[1] > 1:
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(C)
-        step_ids = ids[:, :-1]
-        step_mask = torch.cat([attention.repeat_interleave(C, dim=0), mask[:, :-1]], dim=1)
-        step_pos = lengths.repeat_interleave(C).unsqueeze(1) + torch.arange(step_ids.shape[1], device=ids.device)
-        nxt = lm.model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, past_key_values=cache,
-                       use_cache=True).logits
-        logp.append(torch.log_softmax(nxt.float(), -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1))
-    return torch.cat(logp, dim=1)
+    positions = torch.cat([(attention.cumsum(1) - 1).clamp(min=0),
+                           (lengths[:, None, None] + torch.arange(steps, device=device)).expand(B, C, steps).reshape(B, C * steps)], 1)
+    S = L + C * steps
+    allowed = torch.zeros(B, S, S, dtype=torch.bool, device=device)
+    allowed[:, :L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool, device=device)) & valid[:, None, :]
+    allowed[:, L:, :L] = valid[:, None, :]
+    allowed[:, L:, L:] = torch.block_diag(*[torch.tril(torch.ones(steps, steps, dtype=torch.bool, device=device))] * C)
+    allowed |= torch.eye(S, dtype=torch.bool, device=device)  # a padding column sees itself: no empty row
+    dtype = lm.soft_prompt.dtype
+    bias = torch.zeros(B, 1, S, S, dtype=dtype, device=device).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+    hidden = lm.hidden_states(input_ids, soft, attention_mask=bias, position_ids=positions, use_cache=False)
+    out = torch.zeros(B, C, T, device=device)
+    first = torch.log_softmax(lm.logits(hidden[:, L - 1]).float(), -1)  # [B, V]: every title's first token
+    out[:, :, 0] = first.gather(1, ids3[:, :, 0])
+    if steps:
+        keep = mask3[:, :, 1:].bool()  # block column j predicts title token j + 1
+        rows = hidden[:, L:].reshape(B, C, steps, -1)[keep]
+        logp = torch.log_softmax(lm.logits(rows).float(), -1)
+        out[:, :, 1:][keep] = logp.gather(1, ids3[:, :, 1:][keep].unsqueeze(1)).squeeze(1)
+    return out.reshape(B * C, T)
 
 
 def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:

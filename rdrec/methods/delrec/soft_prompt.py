@@ -60,6 +60,27 @@ class SoftPromptLM(nn.Module):
         """The wrapped model's forward with ``inputs_embeds`` in place of ``input_ids`` (encoder input for seq2seq)."""
         return self.model(inputs_embeds=self.embed(input_ids, soft_mask), **kwargs)
 
+    # ---- decoder-only models: hidden states, and logits only where they are needed ------------------------------
+    def _causal_parts(self) -> tuple[nn.Module, nn.Module, float | None]:
+        """(the transformer without its head, the output projection, the final logit soft-cap or None). Under a peft
+        adapter the adapted layers live inside the same modules, so calling the inner transformer uses them."""
+        if self.kind != "causal":
+            raise TypeError("hidden_states() / logits() exist only for decoder-only models")
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return (getattr(model, model.base_model_prefix), model.get_output_embeddings(),
+                getattr(model.config, "final_logit_softcapping", None))
+
+    def hidden_states(self, input_ids: torch.Tensor, soft_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """The last layer's hidden states [B, L, H] (after the final norm), no vocabulary projection."""
+        body = self._causal_parts()[0]
+        return body(inputs_embeds=self.embed(input_ids, soft_mask), **kwargs).last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's next-token logits for hidden states of any leading shape (with Gemma's soft-cap)."""
+        _, head, cap = self._causal_parts()
+        out = head(hidden)
+        return torch.tanh(out / cap) * cap if cap else out
+
     def encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, soft_mask: torch.Tensor | None = None):
         if self.kind != "seq2seq":
             raise TypeError("encoder() exists only for encoder-decoder models")

@@ -6,7 +6,8 @@ Two prompt tasks, both holding the soft prompt as "the recommendation pattern of
 cross-entropy on the answer's title. Their weighting is ``fixed`` (``weights``) or ``dynamic``: Dynamic Weight
 Averaging (Liu et al., CVPR 2019) — every ``window`` steps each task's weight becomes
 K·softmax(r_i / T), r_i = (mean loss of the last window) / (mean loss of the window before), so the task whose
-loss falls more slowly gets more weight; weights sum to K (the number of tasks) and start equal.
+loss falls more slowly gets more weight; weights sum to K (the number of tasks) and start equal. ``dwa_window``
+below 1 is a fraction of the run's optimizer steps (0.1: ten windows), so DWA acts in short runs too.
 
 Only ``lm.soft_prompt`` requires gradients, so the optimizer never sees an LLM weight.
 """
@@ -18,7 +19,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from rdrec.backbones import Backbone
-from rdrec.methods.delrec.module import DelRecBase
+from rdrec.methods.delrec.module import DelRecBase, run_steps
+from rdrec.methods.delrec.scoring import lm_loss
 
 TASKS = ("ta", "rps")
 
@@ -48,6 +50,11 @@ class DynamicWeightAverage:
         self._previous, self._sums, self._count = means, {t: 0.0 for t in self.tasks}, 0
 
 
+def dwa_window_steps(window: float, total_steps: int) -> int:
+    """DWA's window in steps: ``window`` itself from 1 on, else that fraction of the run's steps (at least 1)."""
+    return int(window) if window >= 1 else max(1, int(round(window * total_steps)))
+
+
 class DelRecStage1Module(DelRecBase):
     def __init__(
         self,
@@ -60,7 +67,7 @@ class DelRecStage1Module(DelRecBase):
         weighting: str = "dynamic",
         weights: dict | None = None,
         dwa_temperature: float = 2.0,
-        dwa_window: int = 50,
+        dwa_window: float = 0.1,
         num_soft_tokens: int = 100,
         soft_prompt_init: str = "vocab",
         reduction: str = "sum",
@@ -76,9 +83,16 @@ class DelRecStage1Module(DelRecBase):
             raise ValueError(f"strategy.weighting: expected 'fixed' or 'dynamic', got {weighting!r}")
         self.weighting = weighting
         self.fixed_weights = {t: float((weights or {}).get(t, 1.0)) for t in self.tasks}
-        self.dwa = DynamicWeightAverage(self.tasks, dwa_temperature, dwa_window)
+        if dwa_window <= 0:
+            raise ValueError(f"strategy.dwa_window: expected > 0 (steps, or below 1 a fraction of the run), got {dwa_window}")
+        self.dwa_window = dwa_window
+        self.dwa = DynamicWeightAverage(self.tasks, dwa_temperature, int(dwa_window) if dwa_window >= 1 else 1)
         self.lm.model.requires_grad_(False)  # the LLM is frozen: only the soft prompt learns
         self.lm.soft_prompt.requires_grad_(True)
+
+    def on_fit_start(self) -> None:
+        if self.dwa_window < 1:  # a fraction of the run's real number of steps
+            self.dwa.window = dwa_window_steps(self.dwa_window, run_steps(self.trainer))
 
     def task_weights(self) -> dict[str, float]:
         return self.dwa.weights() if self.weighting == "dynamic" else dict(self.fixed_weights)
@@ -87,7 +101,7 @@ class DelRecStage1Module(DelRecBase):
         weights = self.task_weights()
         losses = {}
         for task in self.tasks:
-            losses[task] = self.lm(**self.lm_inputs(batch[f"{task}_prompt"], batch[f"{task}_target"])).loss
+            losses[task] = lm_loss(self.lm, self.lm_inputs(batch[f"{task}_prompt"], batch[f"{task}_target"]))
         loss = sum(weights[t] * losses[t] for t in self.tasks)
         self.dwa.update({t: losses[t].detach() for t in self.tasks})
         size = len(batch[f"{self.tasks[0]}_prompt"])
