@@ -60,3 +60,22 @@ def test_full_coverage_is_one(tmp_path):
     export(records, out, meta={"fingerprint": base.dataset.fingerprint})
     cov = rationale_coverage(load_rationales(out, base.dataset.fingerprint, view), view)
     assert cov["user_coverage"] == cov["item_coverage"] == cov["interaction_coverage"] == 1.0
+
+
+def test_coverage_full_preset_asks_for_every_item_and_user(tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_cfg
+    from tests.test_teacher_fixtures import synthetic_prepared
+
+    cfg = compose_cfg("generate", tmp_path, ["+coverage=full"])
+    fams = {n: instantiate(spec) for n, spec in cfg.families.items()}
+    subset = instantiate(cfg.subset)
+    view = synthetic_prepared(tmp_path, with_reviews=False, num_users=12).train_view()
+    kinds = {}
+    for fam in fams.values():
+        for item in fam.build(view, subset):
+            kinds.setdefault((item.family, item.kind), []).append(item.entity)
+    users = [{"user": u} for u in range(1, view.num_users + 1)]
+    assert kinds == {("rdrec", "item"): [{"item": i} for i in range(1, view.num_items + 1)],
+                     ("rdrec", "user"): users, ("slim", "user"): users}
