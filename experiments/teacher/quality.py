@@ -91,6 +91,26 @@ def top_genres(items: list[int], genres: dict[int, set[str]], k: int) -> set[str
     return {g for g, _ in sorted(counts.items(), key=lambda x: (-x[1], x[0]))[:k]}
 
 
+def counts_table(store, fingerprint: str) -> str:
+    """Per (family, kind, template): entries, failures after retries, first-try parses, tokens and attempts."""
+    c: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for r in store.records():
+        if r.get("fingerprint") != fingerprint:
+            continue
+        row = c[(r["family"], r["kind"], r["provenance"].get("template_hash", ""))]
+        row[0] += 1
+        row[1] += r["status"] != "ok"
+        row[2] += r["status"] == "ok" and r["attempts"] == 1
+        row[3] += r["provenance"].get("completion_tokens", 0)
+        row[4] += r["attempts"]
+    lines = ["| family | kind | template | entries | failed after retries | parsed on the 1st try | generated tokens per entry | attempts per entry |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (fam, kind, th), (n, failed, first, toks, att) in sorted(c.items()):
+        lines.append(f"| {fam} | {kind} | `{th[:8]}` | {n} | {failed} ({failed / n:.1%}) | {first} ({first / n:.1%}) | "
+                     f"{toks / n:.1f} | {att / n:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data_default = os.environ.get("RDREC_DATA_DIR", str(ROOT / "data"))
@@ -98,12 +118,15 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="default: <data-dir>/rationales/ml100k")
     ap.add_argument("--top", type=int, default=3, help="user level: recall against the top genres of the shown items")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--counts", action="store_true", help="also: entries, failures, first-try parses per prompt kind")
     args = ap.parse_args()
     from rdrec.teacher.store import RationaleStore
 
     data_dir = Path(args.data_dir)
     genres, fingerprint = load_genres(data_dir)
     store = RationaleStore(args.store or data_dir / "rationales" / "ml100k", create=False).reload()
+    if args.counts:
+        print(counts_table(store, fingerprint) + "\n")
     groups: dict[tuple, list] = defaultdict(list)
     for r in store.records():
         if r["status"] != "ok" or r.get("fingerprint") != fingerprint:
