@@ -21,7 +21,7 @@ CPU-second figure is what the process got to use), as a fraction of the ceiling,
 how many answers parsed:
 
     taskset -c 1 env OMP_NUM_THREADS=1 python experiments/teacher/bench_throughput.py --ceiling \
-        --prompts 24 --batch-sizes 1,8,16 --core 1
+        --prompts 24 --batch-sizes 8,1,4 --core 1
 """
 
 from __future__ import annotations
@@ -353,6 +353,11 @@ def ceiling_main(args, data_dir: Path) -> None:
     (HERE / "results" / "ceiling_prompts.json").write_text(json.dumps(prompts))
     ceiling = _worker(args, data_dir, "ceiling")
     best = max(r["gflops_cpu"] for r in ceiling["rows"].values())
+    meta = {"prompts": len(prompts), "mix": dict(Counter(f"{p['family']}/{p['kind']}" for p in prompts)),
+            "max_new_tokens": args.max_new_tokens, "core": args.core, "threads": 1, "cpu": _cpu(),
+            "ceiling_gflops": best, "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join([Path(sys.executable).name, "experiments/teacher/bench_throughput.py"] + sys.argv[1:])}
+    out = HERE / "results" / "ceiling.json"
     runs = []
     for bs in map(int, args.batch_sizes.split(",")):
         for mode in args.modes.split(","):
@@ -366,12 +371,7 @@ def ceiling_main(args, data_dir: Path) -> None:
                       f"{r['useful_gflops_cpu']:.1f} useful GFLOP per CPU-s = {r['fraction_cpu']:.2f} of the ceiling; "
                       f"{r['parsed']}/{len(prompts)} parsed", flush=True)
             runs.append(r)
-    meta = {"prompts": len(prompts), "mix": dict(Counter(f"{p['family']}/{p['kind']}" for p in prompts)),
-            "max_new_tokens": args.max_new_tokens, "core": args.core, "threads": 1, "cpu": _cpu(),
-            "ceiling_gflops": best, "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join([Path(sys.executable).name, "experiments/teacher/bench_throughput.py"] + sys.argv[1:])}
-    out = HERE / "results" / "ceiling.json"
-    out.write_text(json.dumps({"meta": meta, "ceiling": ceiling, "runs": runs}, indent=1) + "\n")
+            out.write_text(json.dumps({"meta": meta, "ceiling": ceiling, "runs": runs}, indent=1) + "\n")  # so far
     print(ceiling_table(meta, ceiling, runs))
 
 
