@@ -67,10 +67,13 @@ def build_tiny_lm(out: Path, steps: int = 60, window: int = 48) -> Path:
     model = LlamaForCausalLM(config)
     # a few steps of teacher forcing on (the tail of a prompt -> ANSWER): greedy answers mostly parse, sampled
     # ones often do not, which is the mix the pipeline must handle
-    a_ids = fast(ANSWER, add_special_tokens=False)["input_ids"] + [fast.eos_token_id]
+    # the prompts end in the answer's opening (prefill: "1. The user prefers"); the model learns the rest
+    opening = items[0].messages[-1][1]
+    assert all(i.messages[-1] == ("assistant", opening) for i in items) and ANSWER.startswith(opening)
+    a_ids = fast(ANSWER[len(opening):], add_special_tokens=False)["input_ids"] + [fast.eos_token_id]
     tails = []
     for item in items:
-        prompt = fast.apply_chat_template(item.chat(), tokenize=False, add_generation_prompt=True)
+        prompt = fast.apply_chat_template(item.chat()[:-1], tokenize=False, add_generation_prompt=True) + opening
         tails.append(fast(prompt, add_special_tokens=False)["input_ids"][-window:])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()

@@ -17,6 +17,10 @@ GOOD = {"rdrec": "1. The user prefers {u}.\n2. The item's attributes are {i}.",
         "slim": "1. The user likes {u}.\n2. Recommend the category {i}.\n3. Recommend item number {i}."}
 
 
+def question(chat):
+    return next(m["content"] for m in reversed(chat) if m["role"] == "user")
+
+
 class Scripted(Backend):
     """Answers well when hash(seed) says so; fails transport for chats listed in `down`."""
 
@@ -25,12 +29,12 @@ class Scripted(Backend):
     def __init__(self, good_every: int = 3, down: set | None = None):
         self.good_every, self.down, self.calls = good_every, down or set(), []
 
-    def generate(self, chats, seeds, params):
+    def generate(self, chats, seeds, params, stop=None):
         out = []
         for chat, seed in zip(chats, seeds):
-            self.calls.append((chat[-1]["content"], seed, params.do_sample))
+            self.calls.append((question(chat), seed, params.do_sample))
             family = "slim" if "recommend" in chat[0]["content"].lower() else "rdrec"
-            if chat[-1]["content"] in self.down:
+            if question(chat) in self.down:
                 out.append(Generation(error="HTTP 503 after 3 attempts"))
             elif seed % self.good_every == 0:
                 out.append(Generation(GOOD[family].format(u=f"things {seed}", i=f"{seed} x"), 10, 12, "stop"))
@@ -92,7 +96,7 @@ def test_rerun_skips_stored_keys_and_changed_params_make_new_keys(prepared, tmp_
 
 def test_transport_failures_store_nothing_and_a_rerun_completes(prepared, tmp_path):
     items = families()["slim"].build(prepared.train_view(), Subset(users=6))
-    down = {items[1].messages[-1][1], items[4].messages[-1][1]}
+    down = {items[1].question, items[4].question}
     summary = _run(prepared, tmp_path, Scripted(down=down))
     assert summary["missing"] == 2 and summary["run/transport_errors"] == 2
     summary = _run(prepared, tmp_path, Scripted())
@@ -103,7 +107,8 @@ def test_plan_is_fixed_batches_over_length_sorted_prompts(prepared):
     items = [i for f in families().values() for i in f.build(prepared.train_view(), Subset(users=5, interactions_per_user=1))]
     kw = dict(dataset="d", fingerprint="f", model_id="m", params=GenerationParams(), retry=RetryPolicy(), seed=1, batch_size=3)
     batches = plan(items, **kw)
-    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [len(b) for b in batches] == [3, 2, 3, 2]  # a batch never mixes families (nor kinds)
+    assert all(len({(j.item.family, j.item.kind) for j in b}) == 1 for b in batches)
     jobs = [j for b in batches for j in b]
     assert [j.item.family for j in jobs] == ["rdrec"] * 5 + ["slim"] * 5
     for fam in ("rdrec", "slim"):

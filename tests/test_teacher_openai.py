@@ -66,9 +66,13 @@ class EchoOpenAI(_Server):
                     self.send_error(404)
                     return
                 seen.append({"auth": self.headers.get("Authorization"), "body": body})
-                words = body["messages"][-1]["content"].split()
+                words = [m for m in body["messages"] if m["role"] == "user"][-1]["content"].split()
                 text = (f"1. The user prefers {words[-1]} things (seed {body['seed']}).\n"
                         f"2. The item's attributes are {words[0]} and more.\n3. Recommend {words[1]} items to the user.")
+                last = body["messages"][-1]
+                if body.get("continue_final_message") and last["role"] == "assistant":  # as vLLM serve does
+                    assert text.startswith(last["content"])
+                    text = text[len(last["content"]):]
                 out = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                                   "usage": {"prompt_tokens": len(words), "completion_tokens": 17}}).encode()
                 self.send_response(200)

@@ -39,7 +39,7 @@ def test_rdrec_review_variant_one_prompt_per_training_review_and_no_held_out_tex
     # each prompt quotes exactly the review of its own (training) interaction
     review_of = {(u, i): r for u, i, r in zip(view.reviews["user"], view.reviews["item"], view.reviews["review"])}
     for item in items:
-        quoted = item.messages[-1][1].split('"')[-2]
+        quoted = item.question.split('"')[-2]
         assert quoted == review_of[(item.entity["user"], item.entity["item"])]
 
 
@@ -55,7 +55,7 @@ def test_rdrec_metadata_variant_uses_only_earlier_training_items(prepared_plain)
         user, pos = item.entity["user"], item.extra["position"]
         seq = view.sequences[user]
         assert seq[pos] == item.entity["item"] and pos >= len(seq) - 3  # the latest 3 training interactions
-        prompt = item.messages[-1][1]
+        prompt = item.question
         assert f'"{titles[item.entity["item"]]}"' in prompt and "movie" in prompt
         later = [titles[i] for i in seq[pos + 1:]]
         held_titles = [titles[i] for i in held[held["user"] == user]["item"]]
@@ -77,9 +77,11 @@ def test_slim_prompts_per_user_with_student_prompt(prepared_plain):
         seq = view.sequences[item.entity["user"]]
         assert item.extra["history_items"] == [int(i) for i in seq[-fam.history_len:]]
         student = item.extra["student_prompt"]
-        assert titles[seq[-1]] in student and titles[seq[-1]] in item.messages[-1][1]
+        assert titles[seq[-1]] in student and titles[seq[-1]] in item.question
         assert "1." not in student  # simplified: no step instructions
-        assert [r for r, _ in item.messages] == ["system", "user", "assistant", "user"]  # one made-up example
+        # one made-up example, then the question, then the prefilled opening of the answer
+        assert [r for r, _ in item.messages] == ["system", "user", "assistant", "user", "assistant"]
+        assert item.messages[-1][1] == "1. The user prefers"
 
 
 def test_template_hash_changes_with_the_template_and_keys_stay_stable():

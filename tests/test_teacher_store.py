@@ -125,7 +125,8 @@ def test_export_tables_aggregate_training_rationales_and_list_failures(tmp_path)
     records = [rec("a", user=1, item=5), rec("b", user=1, item=3), rec("c", user=2, item=5),
                rec("d", status="failed", user=3, item=7), rec("e", family="slim", user=1)]
     counts = export(records, tmp_path / "out", meta={"model": "m"})
-    assert counts == {"rdrec_interactions": 3, "rdrec_users": 2, "rdrec_items": 2, "slim_users": 1, "failures": 1}
+    assert counts == {"rdrec_interactions": 3, "rdrec_users": 2, "rdrec_items": 2, "rdrec_item_rationales": 0,
+                      "rdrec_user_rationales": 0, "slim_users": 1, "failures": 1}
     dd = load(tmp_path / "out")
     users = dd["rdrec_users"].to_pandas().set_index("user")
     assert list(users.loc[1, "preferences"]) == ["pref b", "pref a"]  # in training order (position 3, then 5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rdrec.teacher.backends.base import GenerationParams
+from rdrec.teacher.backends.base import GenerationParams, join_opening
 from rdrec.teacher.backends.transformers import TransformersBackend
 from rdrec.teacher.prompts import Subset
 from tests.test_teacher_fixtures import families, real_smollm2_dir, synthetic_prepared, teacher_model, tiny_lm  # noqa: F401
@@ -33,13 +33,15 @@ def test_batched_greedy_equals_one_at_a_time_model_generate(tiny_lm, chats, rows
     tok, model = backend.tokenizer, backend.model
     lengths = set()
     for chat, got in zip(chats, batched):
-        enc = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        assert chat[-1]["role"] == "assistant"  # the prompts end in the answer's opening (prefill)
+        text = tok.apply_chat_template(chat[:-1], add_generation_prompt=True, tokenize=False) + chat[-1]["content"]
+        enc = tok(text, add_special_tokens=False, return_tensors="pt")
         ref = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
         new = ref[0, enc["input_ids"].shape[1]:]
-        assert got.text == tok.decode(new, skip_special_tokens=True).strip()
+        assert got.text == join_opening(chat[-1]["content"], tok.decode(new, skip_special_tokens=True))
         assert got.prompt_tokens == enc["input_ids"].shape[1]
         lengths.add(got.completion_tokens)
-    assert len({len(c[-1]["content"]) for c in chats}) > 1  # rows really had different lengths (left padding)
+    assert len({len(c[-2]["content"]) for c in chats}) > 1  # rows really had different lengths (left padding)
 
 
 def test_sampling_is_seeded_per_row(tiny_lm, chats):

@@ -10,6 +10,18 @@ time of the whole set, prefill included; model loading is excluded.
     python experiments/teacher/bench_throughput.py --prompts 32 --max-new-tokens 96 --core 0
 
 writes experiments/teacher/results/throughput.json and prints the Markdown table for the README.
+
+Against the ceiling (``--ceiling``): first the single-thread matrix-multiply rate at the model's own shapes
+(every projection of a SmolLM2-135M layer and the LM head, for 1 … 256 rows at a time); then the batched backend
+on a fixed set of full-coverage prompts (RDRec item + user level, SLIM), *before* (no prefill, decoding to
+max_new_tokens unless the model ends) and *after* (the answer's opening prefilled, stopping once the format is
+complete), per batch size, each in its own pinned process. Useful FLOP/s = (prompt + generated tokens) × 2 ×
+parameters / seconds, reported per wall second and per CPU second of the process (the machine is shared: the
+CPU-second figure is what the process got to use), as a fraction of the ceiling, beside prompts/s, tokens/s and
+how many answers parsed:
+
+    taskset -c 1 env OMP_NUM_THREADS=1 python experiments/teacher/bench_throughput.py --ceiling \
+        --prompts 24 --batch-sizes 8,1,4 --core 1
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +57,110 @@ def build_prompts(n: int, data_dir: Path) -> list[list[dict]]:
     rdrec = fams["rdrec"].build(view, Subset(users=n, interactions_per_user=1))[: n - n // 2]
     slim = fams["slim"].build(view, Subset(users=n // 2))
     return [i.chat() for i in rdrec + slim]
+
+
+def build_coverage_prompts(n: int, data_dir: Path) -> list[dict]:
+    """``n`` full-coverage prompts, a third each RDRec item level, RDRec user level and SLIM, as rdrec-generate
+    +coverage=full builds them (items and users are the first ids: ids are a seeded permutation)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rdrec.data.pipeline import prepare_dataset
+    from rdrec.data.sources.movielens import MovieLens100K
+    from rdrec.data.split import SplitConfig
+    from rdrec.teacher.prompts import Subset
+
+    prepared = prepare_dataset(MovieLens100K(str(data_dir / "raw")), SplitConfig(seed=42), data_dir / "cache", log=lambda s: None)
+    view = prepared.train_view()
+    rdrec = instantiate(OmegaConf.load(ROOT / "conf" / "prompts" / "rdrec.yaml"), item_noun="movie", levels=["item", "user"])
+    slim = instantiate(OmegaConf.load(ROOT / "conf" / "prompts" / "slim.yaml"), item_noun="movie")
+    k = n // 3
+    sub = Subset(users=k, items=n - 2 * k)
+    items = rdrec.build(view, sub) + slim.build(view, sub)
+    return [{"family": i.family, "kind": i.kind, "chat": i.chat()} for i in items]
+
+
+def _families():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    return {f: instantiate(OmegaConf.load(ROOT / "conf" / "prompts" / f"{f}.yaml"), item_noun="movie", **kw)
+            for f, kw in (("rdrec", {"levels": ["item", "user"]}), ("slim", {}))}
+
+
+
+
+def run_ceiling(model_dir, rows=(1, 8, 32, 256), seconds=2.0) -> dict:
+    """Single-thread fp32 matmul rate at the model's shapes: x[M, K] @ W[K, N] for every projection of one layer
+    (q, k, v, o, gate, up, down) and the LM head, timed together, for M rows at a time."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    kv = cfg["num_key_value_heads"] * cfg.get("head_dim", h // cfg["num_attention_heads"])
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h), (h, v)]
+    weights = [torch.randn(k, n) for k, n in shapes]
+    out = {}
+    for m in rows:
+        xs = {k: torch.randn(m, k) for k in {k for k, _ in shapes}}
+        flops = sum(2 * m * k * n for k, n in shapes)
+        for w, (k, _) in zip(weights, shapes):  # warm-up
+            xs[k] @ w
+        reps, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - wall0 < seconds:
+            for w, (k, _) in zip(weights, shapes):
+                xs[k] @ w
+            reps += 1
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        out[str(m)] = {"gflops_wall": flops * reps / wall / 1e9, "gflops_cpu": flops * reps / cpu / 1e9, "reps": reps}
+    return {"rows": out, "shapes": shapes}
+
+
+def run_backend(prompts, max_new, batch_size, model_dir, mode) -> dict:
+    """The batched backend through RationaleGenerator's grouping: ``before`` = no prefill, no stop; ``after`` =
+    prefill + stop once complete. First attempts only (no retries), so both decode the same prompts once."""
+    import torch
+
+    from rdrec.teacher.backends.base import GenerationParams, split_opening
+    from rdrec.teacher.backends.transformers import TransformersBackend
+    from rdrec.teacher.prompts import ParseError
+
+    fams = _families()
+    backend = TransformersBackend(model_dir, torch_threads=1)
+    backend.setup()
+    n_params = sum(p.numel() for p in backend.model.parameters())  # tied embeddings counted once
+    params = GenerationParams(max_new_tokens=max_new, do_sample=False, repetition_penalty=1.1)
+    chats = [p["chat"] if mode == "after" else split_opening(p["chat"])[0] for p in prompts]
+    backend.generate(chats[:2], [0, 1], GenerationParams(max_new_tokens=4, do_sample=False))  # warm-up
+    # as rdrec-generate plans: grouped by (family, kind), longest first, fixed batches
+    order = sorted(range(len(prompts)), key=lambda i: (prompts[i]["family"], prompts[i]["kind"],
+                                                       -sum(len(m["content"]) for m in chats[i])))
+    groups, cur = [], []
+    for i in order:
+        if cur and (len(cur) == batch_size or (prompts[cur[0]]["family"], prompts[cur[0]]["kind"]) != (prompts[i]["family"], prompts[i]["kind"])):
+            groups.append(cur)
+            cur = []
+        cur.append(i)
+    groups.append(cur)
+    texts, ptoks, gtoks, parsed = {}, 0, 0, 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for idx in groups:
+        fam, kind = prompts[idx[0]]["family"], prompts[idx[0]]["kind"]
+        stop = fams[fam].stop(kind) if mode == "after" else None
+        for i, g in zip(idx, backend.generate([chats[i] for i in idx], list(idx), params, stop=stop)):
+            texts[i] = g.text
+            ptoks += g.prompt_tokens
+            gtoks += g.completion_tokens
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    for i, p in enumerate(prompts):
+        try:
+            fams[p["family"]].parse(texts[i], p["kind"])
+            parsed += 1
+        except ParseError:
+            pass
+    return {"seconds": wall, "cpu_seconds": cpu, "prompt_tokens": ptoks, "tokens": gtoks, "parsed": parsed,
+            "params": n_params, "threads": torch.get_num_threads(), "texts": [texts[i] for i in range(len(prompts))]}
 
 
 # ---- contenders (each in its own pinned process) -----------------------------------------------------------------
@@ -138,12 +255,26 @@ def main() -> None:
     ap.add_argument("--data-dir", default=os.environ.get("RDREC_DATA_DIR", str(ROOT / "data")))
     ap.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
     ap.add_argument("--merge", action="store_true", help="keep the other contenders' runs already in --out")
+    ap.add_argument("--ceiling", action="store_true", help="the matmul ceiling, then before/after per batch size")
+    ap.add_argument("--modes", default="before,after", help="with --ceiling: which backend modes to run")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, default=16, help=argparse.SUPPRESS)
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     chats_file = HERE / "results" / "bench_prompts.json"
 
+    if args.worker in ("ceiling", "before", "after"):
+        from rdrec.backbones.shipped import smollm2
+
+        if args.worker == "ceiling":
+            res = run_ceiling(smollm2(data_dir))
+        else:
+            prompts = json.loads((HERE / "results" / "ceiling_prompts.json").read_text())
+            res = run_backend(prompts, args.max_new_tokens, args.batch_size, smollm2(data_dir), args.worker)
+        print("RESULT " + json.dumps(res))
+        return
+    if args.ceiling:
+        return ceiling_main(args, data_dir)
     if args.worker:
         chats = json.loads(chats_file.read_text())
         from rdrec.backbones.shipped import smollm2, smollm2_gguf
@@ -199,6 +330,70 @@ def main() -> None:
             "command": " ".join([Path(sys.executable).name, "experiments/teacher/bench_throughput.py"] + sys.argv[1:])}
     Path(args.out).write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
     print(table(meta, runs))
+
+
+def _worker(args, data_dir, name, bs=1) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = ["taskset", "-c", str(args.core), sys.executable, __file__, "--worker", name, "--batch-size", str(bs),
+           "--max-new-tokens", str(args.max_new_tokens), "--data-dir", str(data_dir), "--core", str(args.core)]
+    print(f"running {name} (batch {bs}) pinned to core {args.core} …", flush=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(f"  {name} failed: {proc.stderr[-1500:]}", flush=True)
+        return {"contender": name, "batch_size": bs, "error": proc.stderr[-500:]}
+    res = json.loads(line[7:])
+    res.update(contender=name, batch_size=bs, finished_at=time.strftime("%H:%M:%S"), load_average_1min=os.getloadavg()[0])
+    return res
+
+
+def ceiling_main(args, data_dir: Path) -> None:
+    (HERE / "results").mkdir(exist_ok=True)
+    prompts = build_coverage_prompts(args.prompts, data_dir)
+    (HERE / "results" / "ceiling_prompts.json").write_text(json.dumps(prompts))
+    ceiling = _worker(args, data_dir, "ceiling")
+    best = max(r["gflops_cpu"] for r in ceiling["rows"].values())
+    meta = {"prompts": len(prompts), "mix": dict(Counter(f"{p['family']}/{p['kind']}" for p in prompts)),
+            "max_new_tokens": args.max_new_tokens, "core": args.core, "threads": 1, "cpu": _cpu(),
+            "ceiling_gflops": best, "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join([Path(sys.executable).name, "experiments/teacher/bench_throughput.py"] + sys.argv[1:])}
+    out = HERE / "results" / "ceiling.json"
+    runs = []
+    for bs in map(int, args.batch_sizes.split(",")):
+        for mode in args.modes.split(","):
+            r = _worker(args, data_dir, mode, bs)
+            if "error" not in r:
+                flops = (r["prompt_tokens"] + r["tokens"]) * 2 * r["params"]
+                r.update(useful_gflops_wall=flops / r["seconds"] / 1e9, useful_gflops_cpu=flops / r["cpu_seconds"] / 1e9)
+                r.update(fraction_cpu=r["useful_gflops_cpu"] / best, prompts_per_s=len(prompts) / r["seconds"],
+                         prompts_per_cpu_s=len(prompts) / r["cpu_seconds"], tokens_per_s=r["tokens"] / r["seconds"])
+                print(f"  {mode} batch {bs}: {r['prompts_per_cpu_s']:.2f} prompts per CPU-s, "
+                      f"{r['useful_gflops_cpu']:.1f} useful GFLOP per CPU-s = {r['fraction_cpu']:.2f} of the ceiling; "
+                      f"{r['parsed']}/{len(prompts)} parsed", flush=True)
+            runs.append(r)
+            out.write_text(json.dumps({"meta": meta, "ceiling": ceiling, "runs": runs}, indent=1) + "\n")  # so far
+    print(ceiling_table(meta, ceiling, runs))
+
+
+def ceiling_table(meta, ceiling, runs) -> str:
+    lines = [f"Ceiling: single-thread fp32 matmul at SmolLM2-135M's shapes, GFLOP per CPU-second (per wall second)", "",
+             "| rows at a time | " + " | ".join(ceiling["rows"]) + " |", "|---|" + "---|" * len(ceiling["rows"]),
+             "| GFLOP/s | " + " | ".join(f"{r['gflops_cpu']:.1f} ({r['gflops_wall']:.1f})" for r in ceiling["rows"].values()) + " |",
+             "", f"{meta['prompts']} prompts ({', '.join(f'{k} {v}' for k, v in meta['mix'].items())}), greedy, "
+             f"max_new_tokens={meta['max_new_tokens']}, 1 thread pinned to core {meta['core']} ({meta['cpu']}); "
+             f"ceiling = {meta['ceiling_gflops']:.1f} GFLOP/s", "",
+             "| mode | batch | prompt + generated tokens | parsed (1st try) | CPU s (wall s) | prompts per CPU-s (per wall s) "
+             "| generated tokens per CPU-s | useful GFLOP per CPU-s | fraction of ceiling | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        if "error" in r:
+            lines.append(f"| {r['contender']} | {r['batch_size']} | failed | | | | | | | |")
+            continue
+        lines.append(f"| {r['contender']} | {r['batch_size']} | {r['prompt_tokens']} + {r['tokens']} | "
+                     f"{r['parsed']}/{meta['prompts']} | {r['cpu_seconds']:.1f} ({r['seconds']:.1f}) | "
+                     f"{r['prompts_per_cpu_s']:.3f} ({r['prompts_per_s']:.3f}) | {r['tokens'] / r['cpu_seconds']:.1f} | "
+                     f"{r['useful_gflops_cpu']:.1f} | {r['fraction_cpu']:.2f} | {r['load_average_1min']:.1f} |")
+    return "\n".join(lines)
 
 
 def table(meta, runs) -> str:

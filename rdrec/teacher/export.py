@@ -6,6 +6,10 @@ Tables (only entries with ``status == "ok"``; failures are listed apart and neve
 - ``rdrec_users``: user, preferences (list, in training order), items — the user-level rationale, aggregated
   from that user's training interactions only;
 - ``rdrec_items``: item, attributes (list), users — the item-level rationale, aggregated likewise;
+- ``rdrec_item_rationales``: item, item_attribute — the item-level prompt's sentence (item metadata only), one
+  row per item;
+- ``rdrec_user_rationales``: user, user_preference — the user-level prompt's sentence (the user's latest training
+  items only), one row per user;
 - ``slim_users``: user, student_prompt, preferences, categories, items, rationale — SLIM's distillation pairs;
 - ``failures``: key, family, kind, user, item, attempts, error, text.
 
@@ -24,13 +28,16 @@ import pandas as pd
 
 from rdrec.utils.atomic import atomic_dir
 
-TABLES = ("rdrec_interactions", "rdrec_users", "rdrec_items", "slim_users", "failures")
+TABLES = ("rdrec_interactions", "rdrec_users", "rdrec_items", "rdrec_item_rationales", "rdrec_user_rationales",
+          "slim_users", "failures")
 _S, _I = datasets.Value("string"), datasets.Value("int64")
 _PROV = {"key": _S, "model_id": _S, "template_hash": _S}
 FEATURES = {
     "rdrec_interactions": datasets.Features({"user": _I, "item": _I, "user_preference": _S, "item_attribute": _S, **_PROV}),
     "rdrec_users": datasets.Features({"user": _I, "preferences": datasets.List(_S), "items": datasets.List(_I)}),
     "rdrec_items": datasets.Features({"item": _I, "attributes": datasets.List(_S), "users": datasets.List(_I)}),
+    "rdrec_item_rationales": datasets.Features({"item": _I, "item_attribute": _S, **_PROV}),
+    "rdrec_user_rationales": datasets.Features({"user": _I, "user_preference": _S, **_PROV}),
     "slim_users": datasets.Features({"user": _I, "student_prompt": _S, "preferences": _S, "categories": _S, "items": _S,
                                      "rationale": _S, **_PROV}),
     "failures": datasets.Features({"key": _S, "family": _S, "kind": _S, "user": _I, "item": _I, "attempts": _I,
@@ -39,7 +46,7 @@ FEATURES = {
 
 
 def to_frames(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
-    inter, slim, fail = [], [], []
+    inter, slim, fail, item_level, user_level = [], [], [], [], []
     for r in records:
         ent, prov = r["entity"], r["provenance"]
         base = {"key": r["key"], "model_id": prov.get("model_id", ""), "template_hash": prov.get("template_hash", "")}
@@ -47,6 +54,10 @@ def to_frames(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
             last = r["rejected"][-1]["error"] if r.get("rejected") else ""
             fail.append({"key": r["key"], "family": r["family"], "kind": r["kind"], "user": ent.get("user", 0),
                          "item": ent.get("item", 0), "attempts": r["attempts"], "error": last, "text": r["text"]})
+        elif r["family"] == "rdrec" and r["kind"] == "item":
+            item_level.append({"item": ent["item"], "item_attribute": r["output"]["item_attribute"], **base})
+        elif r["family"] == "rdrec" and r["kind"] == "user":
+            user_level.append({"user": ent["user"], "user_preference": r["output"]["user_preference"], **base})
         elif r["family"] == "rdrec":
             order = r["extra"].get("position", r["extra"].get("timestamp", 0))
             inter.append({"user": ent["user"], "item": ent["item"], "order": float(order), **r["output"], **base})
@@ -62,8 +73,11 @@ def to_frames(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
     slim_df = pd.DataFrame(slim, columns=["user", "student_prompt", "preferences", "categories", "items", "rationale",
                                           "key", "model_id", "template_hash"]).sort_values("user").reset_index(drop=True)
     fail_df = pd.DataFrame(fail, columns=["key", "family", "kind", "user", "item", "attempts", "error", "text"])
+    prov = ["key", "model_id", "template_hash"]
+    item_df = pd.DataFrame(item_level, columns=["item", "item_attribute", *prov]).sort_values("item").reset_index(drop=True)
+    user_df = pd.DataFrame(user_level, columns=["user", "user_preference", *prov]).sort_values("user").reset_index(drop=True)
     return {"rdrec_interactions": inter_df.drop(columns="order"), "rdrec_users": users, "rdrec_items": items,
-            "slim_users": slim_df, "failures": fail_df.sort_values("key").reset_index(drop=True)}
+            "rdrec_item_rationales": item_df, "rdrec_user_rationales": user_df, "slim_users": slim_df, "failures": fail_df.sort_values("key").reset_index(drop=True)}
 
 
 def export(records: Iterable[dict], out_dir: str | Path, meta: dict | None = None) -> dict[str, int]:

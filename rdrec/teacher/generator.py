@@ -15,6 +15,7 @@ backend could not answer at all (server unreachable after its retries) gets no r
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ def attempt_seed(seed: int, key: str, attempt: int) -> int:
 
 def plan(items: list[PromptItem], *, dataset: str, fingerprint: str, model_id: str, params: GenerationParams,
          retry: RetryPolicy, seed: int, batch_size: int) -> list[list[Job]]:
-    """Keys for every prompt; batches of ``batch_size`` over the prompts grouped by family (so a batch shares
-    its system message and few-shot example) and sorted by length, longest first (so padding is small)."""
+    """Keys for every prompt; batches of ``batch_size`` over the prompts grouped by family and kind (a batch
+    never mixes two: it shares their system message and few-shot example, and one stop rule) and sorted by
+    length, longest first (so padding is small)."""
     jobs = []
     for item in items:
         key = make_key(dataset=dataset, fingerprint=fingerprint, family=item.family, kind=item.kind,
@@ -61,15 +63,33 @@ def plan(items: list[PromptItem], *, dataset: str, fingerprint: str, model_id: s
     if len(set(keys)) != len(keys):
         raise ValueError("two prompts map to the same store key (an entity listed twice?)")
     jobs.sort(key=lambda j: (j.item.family, j.item.kind, -j.item.length, j.key))
-    return [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    batches = []
+    for group in itertools.groupby(jobs, key=lambda j: (j.item.family, j.item.kind)):
+        same = list(group[1])
+        batches += [same[i:i + batch_size] for i in range(0, len(same), batch_size)]
+    return batches
 
 
 class RationaleGenerator:
     def __init__(self, backend: Backend, families: dict[str, PromptFamily], params: GenerationParams,
-                 retry: RetryPolicy, seed: int, dataset: str, fingerprint: str):
+                 retry: RetryPolicy, seed: int, dataset: str, fingerprint: str, stop: bool = True):
         self.backend, self.families, self.params = backend, families, params
+        self.stop = stop  # stop each answer once its format is complete (the family's rule)
         self.retry, self.seed = retry, seed
         self.dataset, self.fingerprint = dataset, fingerprint
+
+    def _generate(self, jobs: list[Job], seeds: list[int], params: GenerationParams) -> list:
+        """One ``backend.generate`` per (family, kind) among ``jobs`` (each has its own stop rule), in order."""
+        out = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, j in enumerate(jobs):
+            groups.setdefault((j.item.family, j.item.kind), []).append(i)
+        for (family, kind), idx in groups.items():
+            stop = self.families[family].stop(kind) if self.stop else None
+            gens = self.backend.generate([jobs[i].item.chat() for i in idx], [seeds[i] for i in idx], params, stop=stop)
+            for i, g in zip(idx, gens):
+                out[i] = g
+        return out
 
     def run_batch(self, jobs: list[Job], rank: int = 0) -> tuple[list[dict], dict]:
         """Generate, parse and retry one batch. Returns (records to store, counters)."""
@@ -81,7 +101,7 @@ class RationaleGenerator:
                 break
             params = self.params if attempt == 0 else self.params.for_retry(self.retry.retry_temperature)
             seeds = [attempt_seed(self.seed, j.key, attempt) for j in pending]
-            outs = self.backend.generate([j.item.chat() for j in pending], seeds, params)
+            outs = self._generate(pending, seeds, params)
             still = []
             for job, seed, gen in zip(pending, seeds, outs):
                 st = state[job.key]
@@ -93,7 +113,7 @@ class RationaleGenerator:
                 st["tokens"][1] += gen.completion_tokens
                 st["seed"], st["params"], st["finish"] = seed, params, gen.finish_reason
                 try:
-                    st["parsed"] = self.families[job.item.family].parse(gen.text)
+                    st["parsed"] = self.families[job.item.family].parse(gen.text, job.item.kind)
                 except ParseError as err:
                     st["errors"].append(str(err))
                     still.append(job)

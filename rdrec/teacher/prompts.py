@@ -15,13 +15,22 @@ prefers …" and "2. The item's attributes are …" (Wang et al., 2024):
   are unchanged; what changes is that the preference sentence summarises the history rather than a review.
 - ``auto`` picks ``review`` when the training view has reviews, else ``metadata``.
 
-User-level and item-level rationales are the per-interaction ones aggregated over training interactions (see
-``rdrec.teacher.export``); nothing here can reach a held-out interaction.
+``levels`` chooses what is asked: ``interaction`` (above), ``item`` — one sentence "1. The item's attributes
+are …" per item, from the item's metadata only (template ``item``) — and ``user`` — one sentence "1. The user
+prefers …" per user, from the user's latest training items only (template ``user``). These two cover every item
+and every user at a cost of one prompt each (ml-100k: 1,682 + 943 prompts instead of ~99k interactions). The
+export also aggregates the per-interaction sentences per user and per item (``rdrec.teacher.export``); nothing
+here can reach a held-out interaction.
 
 *SLIM* (``SlimFamily``) asks, per user, for three-step reasoning over the training history, macro to micro:
 (1) the user's preferences, (2) categories/genres/brands to recommend, (3) specific items (Wang et al., 2024).
 Each item also carries the *simplified* prompt the student sees (``student_prompt``): the same history without
 the instructions, which SLIM's student is fine-tuned to answer with the teacher's rationale.
+
+A template may set ``prefill``: the opening words of the answer (e.g. "1. The user prefers"), sent as the start
+of the assistant's turn so the model continues the format instead of choosing one (``rdrec.teacher.backends``);
+the answer parsed and stored is the whole text, opening included. ``stop(kind)`` says when an answer is
+complete (after the last numbered part), so backends stop decoding there.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ import numpy as np
 from rdrec.data.prepared import TrainView
 
 #: bump when rendering or parsing changes in a way the template text does not show (it enters the hash)
-FAMILY_VERSION = 1
+#: 2: answers stop once complete (``stop``), an answer that is only the prefilled opening is unparsable
+FAMILY_VERSION = 2
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
@@ -50,14 +60,19 @@ class ParseError(ValueError):
 @dataclass(frozen=True)
 class PromptItem:
     family: str  # "rdrec" | "slim"
-    kind: str  # "interaction" | "user"
-    entity: dict[str, int]  # {"user": 3, "item": 17} in the prepared dataset's ids
-    messages: tuple[tuple[str, str], ...]  # ((role, content), …)
+    kind: str  # "interaction" | "user" | "item"
+    entity: dict[str, int]  # {"user": 3, "item": 17} (or one of them) in the prepared dataset's ids
+    messages: tuple[tuple[str, str], ...]  # ((role, content), …); a last ("assistant", opening) is a prefill
     template_hash: str
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def chat(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]
+
+    @property
+    def question(self) -> str:
+        """The last user turn (what this prompt asks about the entity)."""
+        return next(c for r, c in reversed(self.messages) if r == "user")
 
     @property
     def length(self) -> int:
@@ -67,10 +82,16 @@ class PromptItem:
 @dataclass(frozen=True)
 class Subset:
     """Which entities to generate for: the first ``users`` user ids (ids are a seeded random permutation, so
-    this is a random sample), and per user the latest ``interactions_per_user`` training interactions."""
+    this is a random sample), per user the latest ``interactions_per_user`` training interactions, and (for
+    item-level prompts) the first ``items`` item ids."""
 
     users: int | None = None
     interactions_per_user: int | None = None
+    items: int | None = None
+
+    def pick_items(self, view: TrainView) -> list[int]:
+        items = sorted(int(i) for i in view.items["item"].tolist())
+        return items if self.items is None else items[: self.items]
 
     def pick_users(self, view: TrainView) -> list[int]:
         users = [u for u in range(1, view.num_users + 1) if len(view.sequences[u])]
@@ -81,10 +102,11 @@ class PromptFamily:
     name = "family"
 
     def __init__(self, templates: dict, history_len: int = 20, item_noun: str = "item", min_words: int = 3,
-                 max_words: int = 80):
+                 max_words: int = 80, max_line_words: int | None = None):
         self.templates = {
             k: {"system": v.get("system") or "", "user": v["user"],
-                "examples": [{"user": e["user"], "assistant": e["assistant"]} for e in (v.get("examples") or [])]}
+                "examples": [{"user": e["user"], "assistant": e["assistant"]} for e in (v.get("examples") or [])],
+                **({"prefill": str(v["prefill"])} if v.get("prefill") else {})}
             for k, v in dict(templates).items()
         }
         self._compiled = {
@@ -94,24 +116,30 @@ class PromptFamily:
         }
         self.history_len, self.item_noun = history_len, item_noun
         self.min_words, self.max_words = min_words, max_words
+        self.max_line_words = max_line_words  # generation stops a line longer than this (a looping list)
 
     # ---- what subclasses provide -------------------------------------------------------------------------
     def build(self, view: TrainView, subset: Subset) -> list[PromptItem]:
         raise NotImplementedError
 
-    def parse(self, text: str) -> dict[str, str]:
+    def parse(self, text: str, kind: str | None = None) -> dict[str, str]:
         raise NotImplementedError
+
+    def stop(self, kind: str):
+        """When an answer of this kind is complete (``rdrec.teacher.backends.base.Stop``), or None."""
+        return None
 
     # ---- shared ------------------------------------------------------------------------------------------
     def template_hash(self, variant: str) -> str:
         """Everything that decides the prompt text and its parsing, hashed; part of every store key."""
         spec = {"family": self.name, "variant": variant, "version": FAMILY_VERSION, "templates": self.templates[variant],
                 "history_len": self.history_len, "item_noun": self.item_noun, "min_words": self.min_words,
-                "max_words": self.max_words}
+                "max_words": self.max_words, "max_line_words": self.max_line_words}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def render(self, variant: str, **context) -> tuple[tuple[str, str], ...]:
-        """system, then each few-shot example as a user/assistant pair, then the user turn."""
+        """system, then each few-shot example as a user/assistant pair, then the user turn, then the opening of
+        the answer (an assistant turn to continue) if the template has a ``prefill``."""
         compiled = self._compiled[variant]
         messages = []
         system = compiled["system"].render(item_noun=self.item_noun).strip()
@@ -121,6 +149,9 @@ class PromptFamily:
             messages += [("user", user.render(item_noun=self.item_noun).strip()),
                          ("assistant", assistant.render(item_noun=self.item_noun).strip())]
         messages.append(("user", compiled["user"].render(item_noun=self.item_noun, **context).strip()))
+        prefill = self.templates[variant].get("prefill")
+        if prefill:
+            messages.append(("assistant", prefill.strip()))
         return tuple(messages)
 
     def _check_part(self, name: str, text: str) -> str:
@@ -132,17 +163,53 @@ class PromptFamily:
             raise ParseError(f"{name}: {words} words, expected at most {self.max_words}")
         if not re.search(r"[A-Za-z]{2}", text) or "{{" in text or "…" == text.strip(". "):
             raise ParseError(f"{name}: not a sentence: {text[:40]!r}")
+        if text.rstrip(" .:;,-").lower() in self._openings:
+            raise ParseError(f"{name}: only the opening words, nothing after them: {text[:40]!r}")
         return text
+
+    @property
+    def _openings(self) -> set[str]:
+        """The sentence starts a template's prefill gives away ("the user prefers"): an answer that is no more
+        than one of them says nothing."""
+        out = set()
+        for v in self.templates.values():
+            for line in (v.get("prefill") or "").splitlines():
+                line = re.sub(r"^\s*(?:step\s*)?\(?\d+\s*[.):]\s*", "", _clean(line), flags=re.I)
+                if line:
+                    out.add(line.rstrip(" .:;,-").lower())
+        return out
 
 
 class RDRecFamily(PromptFamily):
     name = "rdrec"
 
-    def __init__(self, templates: dict, variant: str = "auto", **kwargs):
+    LEVELS = ("interaction", "item", "user")
+
+    def __init__(self, templates: dict, variant: str = "auto", levels=("interaction",), user_history_len: int = 10,
+                 **kwargs):
         super().__init__(templates, **kwargs)
+        self.user_history_len = int(user_history_len)  # user level: latest training items shown
         if variant not in ("auto", "review", "metadata"):
             raise ValueError(f"rdrec prompt variant: expected auto, review or metadata, got {variant!r}")
         self.variant = variant
+        self.levels = tuple(levels)
+        bad = [lv for lv in self.levels if lv not in self.LEVELS]
+        if bad or not self.levels:
+            raise ValueError(f"rdrec levels: expected some of {self.LEVELS}, got {list(levels)}")
+        missing = [lv for lv in ("item", "user") if lv in self.levels and lv not in self.templates]
+        if missing:
+            raise ValueError(f"rdrec levels {missing} need templates of the same name (conf/prompts/rdrec.yaml)")
+
+    def stop(self, kind: str):
+        from rdrec.teacher.backends.base import Stop
+
+        return Stop(2 if kind == "interaction" else 1, self.max_line_words)
+
+    def template_hash(self, variant: str) -> str:
+        if variant != "user":
+            return super().template_hash(variant)
+        spec = {"base": super().template_hash(variant), "user_history_len": self.user_history_len}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolve_variant(self, view: TrainView) -> str:
         if self.variant != "auto":
@@ -150,9 +217,27 @@ class RDRecFamily(PromptFamily):
         return "review" if len(view.reviews) else "metadata"
 
     def build(self, view: TrainView, subset: Subset) -> list[PromptItem]:
+        items = _item_table(view)
+        out = []
+        if "item" in self.levels:  # the item's own metadata, nothing about any user
+            thash = self.template_hash("item")
+            for item in subset.pick_items(view):
+                out.append(PromptItem(self.name, "item", {"item": int(item)}, self.render("item", item=items[item]), thash))
+        if "user" in self.levels:  # the user's latest training items
+            thash = self.template_hash("user")
+            for user in subset.pick_users(view):
+                seq = view.sequences[user]
+                shown = [int(i) for i in seq[-self.user_history_len:]]
+                out.append(PromptItem(self.name, "user", {"user": int(user)},
+                                      self.render("user", history=[items[i] for i in shown]), thash,
+                                      {"history_items": shown}))
+        if "interaction" in self.levels:
+            out += self._interactions(view, subset, items)
+        return out
+
+    def _interactions(self, view: TrainView, subset: Subset, items: dict) -> list[PromptItem]:
         variant = self.resolve_variant(view)
         thash = self.template_hash(variant)
-        items = _item_table(view)
         out = []
         if variant == "review":
             reviews = view.reviews
@@ -183,7 +268,12 @@ class RDRecFamily(PromptFamily):
                                       messages, thash, {"position": int(pos)}))
         return out
 
-    def parse(self, text: str) -> dict[str, str]:
+    def parse(self, text: str, kind: str | None = None) -> dict[str, str]:
+        if kind in ("item", "user"):
+            name, field = ("item attribute", "item_attribute") if kind == "item" else ("user preference", "user_preference")
+            parts = _numbered(text, 1)
+            sentence = _first_line(parts[0]) if parts is not None else _first_line(_clean(text))
+            return {field: self._check_part(name, sentence)}
         parts = _numbered(text, 2)
         if parts is None:  # no numbering: accept the two sentences when they say what they are
             sentences = [s for s in re.split(r"(?<=[.!?])\s+", _clean(text)) if s]
@@ -226,7 +316,12 @@ class SlimFamily(PromptFamily):
                                   {"student_prompt": student, "history_items": [int(i) for i in seq[-self.history_len:]]}))
         return out
 
-    def parse(self, text: str) -> dict[str, str]:
+    def stop(self, kind: str):
+        from rdrec.teacher.backends.base import Stop
+
+        return Stop(3, self.max_line_words)
+
+    def parse(self, text: str, kind: str | None = None) -> dict[str, str]:
         parts = _numbered(text, 3, step_words=True)
         if parts is None:
             raise ParseError("expected three numbered steps (1. preferences, 2. categories, 3. items)")

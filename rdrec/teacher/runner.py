@@ -82,6 +82,10 @@ def summarise(records: list[dict], keys: list[str], totals: dict, elapsed: float
         out[f"{fam}/failed"] = failed
         out[f"{fam}/failure_rate"] = failed / len(rs) if rs else 0.0
         out[f"{fam}/first_try_rate"] = sum(r["status"] == "ok" and r["attempts"] == 1 for r in rs) / len(rs) if rs else 0.0
+        for kind in sorted({r["kind"] for r in rs}):
+            ks = [r for r in rs if r["kind"] == kind]
+            out[f"{fam}/{kind}/entries"] = len(ks)
+            out[f"{fam}/{kind}/failed"] = sum(r["status"] != "ok" for r in ks)
     failed = sum(r["status"] != "ok" for r in records)
     out["failed"] = failed
     out["failure_rate"] = failed / len(records) if records else 0.0

@@ -68,6 +68,7 @@ class RDRecDataModule(SeqRecDataModule):
         self.templates = {**DEFAULT_TEMPLATES, **dict(templates or {})}
         self.seed = int(seed)
         self._tokenizer = self.encoder = self.rationales = None
+        self.coverage: dict[str, float] = {}  # rationale coverage (rationale_coverage), into metrics.json
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
@@ -79,7 +80,10 @@ class RDRecDataModule(SeqRecDataModule):
                 raise ValueError("data.ratios give the rationale tasks weight but data.rationales is not set "
                                  "(the directory `rdrec-generate` exported)")
             self.rationales = load_rationales(self.rationales_dir, self.dataset.fingerprint, self.train_view)
-            log.info("rationales: %d training interactions from %s", len(self.rationales), self.rationales_dir)
+            self.coverage = rationale_coverage(self.rationales, self.train_view)
+            log.info("rationales: %d training interactions from %s; users covered %.1f%%, items %.1f%%",
+                     len(self.rationales), self.rationales_dir, 100 * self.coverage["user_coverage"],
+                     100 * self.coverage["item_coverage"])
 
     # ---- the tokenizer: trained on the training text unless the student brings its own (pretrained weights) --
     @property
@@ -132,7 +136,11 @@ class RDRecDataModule(SeqRecDataModule):
 
 def load_rationales(path: str | Path, fingerprint: str, view: TrainView) -> pd.DataFrame:
     """The export's ``rdrec_interactions`` table (user, item, user_preference, item_attribute), after checking it
-    was generated for this prepared dataset and holds training interactions only."""
+    was generated for this prepared dataset and holds training interactions only.
+
+    When the export has user- or item-level sentences (tables ``rdrec_user_rationales``, ``rdrec_item_rationales``:
+    ``rdrec-generate +coverage=full``), every training interaction without its own sentence gets its user's
+    preference and its item's attributes from them (an interaction's own sentences come first)."""
     from rdrec.teacher.export import load
 
     path = Path(path)
@@ -150,4 +158,38 @@ def load_rationales(path: str | Path, fingerprint: str, view: TrainView) -> pd.D
         if (int(u), int(i)) not in train_pairs:
             raise DataError("rationale for an interaction that is not in the training split", path=path / "tables",
                             line=row, field="user/item", expected="a training interaction", got=(u, i))
-    return frame.reset_index(drop=True)
+    tables = load(path)
+    by_user = dict(zip(tables["rdrec_user_rationales"]["user"], tables["rdrec_user_rationales"]["user_preference"]))
+    by_item = dict(zip(tables["rdrec_item_rationales"]["item"], tables["rdrec_item_rationales"]["item_attribute"]))
+    for n, key in enumerate(by_user):
+        if not 1 <= int(key) <= view.num_users:
+            raise DataError(path=path / "tables" / "rdrec_user_rationales", line=n, field="user",
+                            expected=f"a user id in 1..{view.num_users}", got=key)
+    for n, key in enumerate(by_item):
+        if not 1 <= int(key) <= view.num_items:
+            raise DataError(path=path / "tables" / "rdrec_item_rationales", line=n, field="item",
+                            expected=f"an item id in 1..{view.num_items}", got=key)
+    if by_user or by_item:
+        own = {(int(u), int(i)) for u, i in zip(frame["user"], frame["item"])}
+        extra = [{"user": u, "item": int(i), "user_preference": by_user.get(u, ""), "item_attribute": by_item.get(int(i), "")}
+                 for u, seq in enumerate(view.sequences) for i in dict.fromkeys(seq.tolist())
+                 if (u, int(i)) not in own and (u in by_user or int(i) in by_item)]
+        frame = pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["item_level_items"] = sorted(int(i) for i, t in by_item.items() if str(t))  # rationale_coverage
+    return frame
+
+
+def rationale_coverage(frame: pd.DataFrame, view: TrainView) -> dict[str, float]:
+    """How much of the data the rationale tasks cover: users with a preference sentence, items with an attribute
+    sentence (over every user / item id of the dataset; an item-level sentence counts for an item with no training
+    interaction too), and training interactions with both."""
+    users = set(frame.loc[frame["user_preference"].astype(str).str.len() > 0, "user"].astype(int))
+    items = set(frame.loc[frame["item_attribute"].astype(str).str.len() > 0, "item"].astype(int))
+    items |= set(frame.attrs.get("item_level_items", []))
+    both = frame[(frame["user_preference"].astype(str).str.len() > 0) & (frame["item_attribute"].astype(str).str.len() > 0)]
+    pairs = {(int(u), int(i)) for u, i in zip(both["user"], both["item"])}
+    train = {(u, int(i)) for u, seq in enumerate(view.sequences) for i in seq}
+    return {"users_with_rationale": len(users), "user_coverage": len(users) / max(view.num_users, 1),
+            "items_with_rationale": len(items), "item_coverage": len(items) / max(view.num_items, 1),
+            "interaction_coverage": len(pairs & train) / max(len(train), 1)}

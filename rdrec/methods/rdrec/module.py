@@ -108,6 +108,9 @@ class RDRecStudentModule(RecModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
+        dm = getattr(self.trainer, "datamodule", None)
+        for key, value in (getattr(dm, "coverage", None) or {}).items():  # rationale coverage, into metrics.json
+            self.eval_results[f"data/rationale_{key}"] = float(value)
         if self.text_metrics.bleu.update_called:
             results = {f"test/explanation/{k}": v for k, v in self.text_metrics.compute().items()}
             self.eval_results.update(results)

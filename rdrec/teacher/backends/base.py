@@ -5,10 +5,17 @@ one ``Generation`` per chat, in order. ``seeds[i]`` seeds chat ``i``'s sampling,
 prompt, seed and parameters only, never on which other prompts share its batch or on how often the run was
 interrupted. A transport failure that outlasted the backend's retries is reported in ``Generation.error``
 (the entry is then not stored, and a re-run tries again); it is never turned into text.
+
+*Prefill*: a chat whose last message is an ``assistant`` turn asks the backend to continue that turn (its text,
+the *opening*, e.g. "1. The user prefers") instead of starting a new one; ``Generation.text`` is then the whole
+answer, opening included. *Stop*: ``generate(…, stop=Stop(n))`` ends a row as soon as its answer holds ``n``
+numbered parts and the last part's line is a finished sentence, instead of decoding to ``max_new_tokens``
+(servers get the literal ``Stop.strings()``, which only cut at the next number).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 
@@ -47,13 +54,56 @@ class Generation:
     error: str | None = None  # transport failure after retries: nothing was generated
 
 
+@dataclass(frozen=True)
+class Stop:
+    """The answer is complete once it holds ``parts`` numbered parts ("1." … "N.", "Step N:") and a line of the
+    last part has ended (a newline) on a sentence end (``.``, ``!``, ``?``, then perhaps a quote or bracket).
+    Backends check it on each new line (and every 16 tokens when ``max_line_words`` is set)."""
+
+    parts: int
+    max_line_words: int | None = None  # a line running past this is hopeless (a looping list): stop it too
+
+    def strings(self) -> list[str]:
+        """Literal stop strings for servers: the start of part N+1."""
+        return [f"\n{self.parts + 1}."]
+
+    def complete(self, text: str) -> bool:
+        if self.max_line_words is not None and len(text[text.rfind("\n") + 1:].split()) > self.max_line_words:
+            return True  # not a complete answer, but no use going on: the parser rejects it, a retry follows
+        if "\n" not in text:
+            return False
+        body, pos = text[:text.rindex("\n") + 1], 0  # finished lines only
+        for n in range(1, self.parts + 1):
+            m = re.compile(rf"(?:^|\n)[ \t*#_]*(?:step\s*)?\(?{n}\s*[.):]", re.I).search(body, pos)
+            if m is None:
+                return False
+            pos = m.end()
+        return re.search(r"[A-Za-z].*?[.!?][\"')\]*]*[ \t]*\n", body[pos:]) is not None
+
+
+def split_opening(chat: list[dict]) -> tuple[list[dict], str]:
+    """``(the conversation, the opening of the assistant's answer)``; the opening is "" without a prefill."""
+    if chat and chat[-1]["role"] == "assistant":
+        return chat[:-1], chat[-1]["content"]
+    return chat, ""
+
+
+def join_opening(opening: str, continuation: str) -> str:
+    """The whole answer: the opening and what the model wrote after it (a space between when neither has one)."""
+    if opening and continuation and not opening[-1].isspace() and not continuation[0].isspace() \
+            and continuation[0].isalnum():
+        continuation = " " + continuation
+    return (opening + continuation).strip()
+
+
 class Backend:
     """Subclasses set ``name`` and ``model_id`` and implement ``generate``."""
 
     name = "backend"
     model_id = ""
 
-    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams) -> list[Generation]:
+    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams,
+                 stop: Stop | None = None) -> list[Generation]:
         raise NotImplementedError
 
     def setup(self, device=None) -> None:

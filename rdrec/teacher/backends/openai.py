@@ -11,7 +11,14 @@
   the backend shows (``base_url``, the model id, provenance, log lines), so they never reach store records,
   exports or logs; a server's error body is logged (and kept as the error text) only after every configured
   secret (the key, the URL's credentials, their basic-auth encoding) is replaced by ``***``;
-- each request carries its seed (``seed``), so servers that honour it (vLLM, llama.cpp) answer reproducibly.
+- each request carries its seed (``seed``), so servers that honour it (vLLM, llama.cpp) answer reproducibly;
+- a chat ending in an assistant message (the opening of the answer) is continued according to ``prefill``:
+  ``continue`` sends it as the last message with ``continue_final_message: true, add_generation_prompt: false``
+  (vLLM serve; llama.cpp's own server continues a final assistant message by itself); ``completions`` renders
+  the chat template here (the tokenizer of ``template_tokenizer``, a local HF directory), appends the opening
+  and posts to ``/completions`` (any server with a completions endpoint: llama-cpp-python, TGI, vLLM);
+  ``none`` drops the opening (servers that do neither, e.g. OpenAI's). The returned text is opening + answer;
+- ``stop`` is sent as ``stop`` strings (the start of the next numbered part).
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
-from rdrec.teacher.backends.base import Backend, Generation, GenerationParams
+from rdrec.teacher.backends.base import Backend, Generation, GenerationParams, Stop, join_opening, split_opening
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+PREFILL_MODES = ("continue", "completions", "none")
 
 
 class OpenAIBackend(Backend):
@@ -40,7 +48,8 @@ class OpenAIBackend(Backend):
     def __init__(self, base_url: str, model: str, model_id: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout: float = 120.0, max_retries: int = 6, backoff: float = 1.0,
                  max_backoff: float = 60.0, extra_body: dict | None = None,
-                 penalty_field: str | None = "repetition_penalty"):
+                 penalty_field: str | None = "repetition_penalty", prefill: str = "continue",
+                 template_tokenizer: str | None = None):
         parts = urlsplit(base_url)
         # kept only to authenticate; never shown (repr, describe, ids and logs use the stripped URL)
         self._basic = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
@@ -55,6 +64,12 @@ class OpenAIBackend(Backend):
         self.max_retries, self.backoff, self.max_backoff = int(max_retries), float(backoff), float(max_backoff)
         self.extra_body = dict(extra_body or {})
         self.penalty_field = penalty_field  # vLLM/TGI: repetition_penalty, llama.cpp: repeat_penalty, OpenAI: none
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill: expected one of {PREFILL_MODES}, got {prefill!r}")
+        if prefill == "completions" and not template_tokenizer:
+            raise ValueError("prefill=completions renders the chat template here: set template_tokenizer (a HF directory)")
+        self.prefill, self.template_tokenizer = prefill, template_tokenizer
+        self._template = None
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self.counters = {"requests": 0, "retries": 0, "failures": 0}
@@ -99,25 +114,54 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams) -> list[Generation]:
+    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams,
+                 stop: Stop | None = None) -> list[Generation]:
         self.setup()
+        one = lambda c, s: self._with_opening(c, self._one(c, s, params, stop))
         if len(chats) <= 1 or self.concurrency == 1:
-            return [self._one(c, s, params) for c, s in zip(chats, seeds)]
+            return [one(c, s) for c, s in zip(chats, seeds)]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chats))) as pool:
-            return list(pool.map(lambda cs: self._one(cs[0], cs[1], params), zip(chats, seeds)))
+            return list(pool.map(lambda cs: one(*cs), zip(chats, seeds)))
 
-    def payload(self, chat: list[dict], seed: int, params: GenerationParams) -> dict:
-        body = {"model": self.model, "messages": chat, "max_tokens": params.max_new_tokens, "seed": int(seed),
+    def _with_opening(self, chat: list[dict], gen: Generation) -> Generation:
+        opening = split_opening(chat)[1]
+        if opening and self.prefill != "none" and gen.error is None:
+            gen.text = join_opening(opening, gen.text)
+        return gen
+
+    def endpoint(self, chat: list[dict]) -> str:
+        completions = self.prefill == "completions" and split_opening(chat)[1]
+        return f"{self.base_url}/completions" if completions else f"{self.base_url}/chat/completions"
+
+    def payload(self, chat: list[dict], seed: int, params: GenerationParams, stop: Stop | None = None) -> dict:
+        conversation, opening = split_opening(chat)
+        body = {"model": self.model, "max_tokens": params.max_new_tokens, "seed": int(seed),
                 "temperature": params.temperature if params.do_sample else 0.0, "top_p": params.top_p if params.do_sample else 1.0}
+        if not opening or self.prefill == "none":
+            body["messages"] = conversation
+        elif self.prefill == "continue":
+            body.update(messages=chat, continue_final_message=True, add_generation_prompt=False)
+        else:
+            body["prompt"] = self._render(conversation) + opening
+        if stop is not None:
+            body["stop"] = stop.strings()
         if params.repetition_penalty != 1.0:
             if not self.penalty_field:
                 raise ValueError("repetition_penalty != 1 but this server takes none (penalty_field: null)")
             body[self.penalty_field] = params.repetition_penalty
         return {**body, **self.extra_body}
 
-    def _one(self, chat: list[dict], seed: int, params: GenerationParams) -> Generation:
-        url = f"{self.base_url}/chat/completions"
-        body = self.payload(chat, seed, params)
+    def _render(self, conversation: list[dict]) -> str:
+        with self._lock:
+            if self._template is None:
+                from transformers import AutoTokenizer
+
+                self._template = AutoTokenizer.from_pretrained(str(self.template_tokenizer))
+        return self._template.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+    def _one(self, chat: list[dict], seed: int, params: GenerationParams, stop: Stop | None = None) -> Generation:
+        url = self.endpoint(chat)
+        body = self.payload(chat, seed, params, stop)
         last = ""
         for attempt in range(self.max_retries + 1):
             wait = None

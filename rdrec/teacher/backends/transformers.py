@@ -14,6 +14,11 @@ Batched decoding with its own loop instead of ``model.generate``:
 - each row samples with its own ``torch.Generator`` seeded by the caller, so a row's text does not depend on
   the other rows' random draws (greedy: arg max).
 
+- a chat ending in an ``assistant`` message (the *opening*) is rendered with the generation prompt and the
+  opening after it, so the model continues the opening; the returned text is opening + continuation;
+- with ``stop=Stop(n)`` a row leaves the batch once its decoded answer is complete (checked on the rows that
+  just produced a newline), instead of decoding to ``max_new_tokens``; its finish reason is then "stop".
+
 ``torch_threads`` pins intra-op threads (benchmarks use 1). The chat template of the tokenizer is applied when
 there is one; otherwise the messages are joined with blank lines.
 """
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from rdrec.teacher.backends.base import Backend, Generation, GenerationParams
+from rdrec.teacher.backends.base import Backend, Generation, GenerationParams, Stop, join_opening, split_opening
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class TransformersBackend(Backend):
         self.torch_threads = torch_threads
         self.share_prefix, self.min_shared_prefix = share_prefix, min_shared_prefix
         self._prefixes: dict = {}
+        self._newline: dict[int, bool] = {}
         self.model = None
         self.tokenizer = None
 
@@ -78,9 +84,11 @@ class TransformersBackend(Backend):
 
     # ---- prompts -----------------------------------------------------------------------------------------
     def render(self, chat: list[dict]) -> str:
+        """The prompt text: the conversation with the generation prompt, then the opening of the answer, if any."""
+        chat, opening = split_opening(chat)
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in chat) + "\n\n"
+            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + opening
+        return "\n\n".join(m["content"] for m in chat) + "\n\n" + opening
 
     def encode(self, chats: list[list[dict]]) -> list[list[int]]:
         texts = [self.render(c) for c in chats]
@@ -92,7 +100,8 @@ class TransformersBackend(Backend):
         return ids
 
     def encode_prefix(self, chat: list[dict]) -> list[int]:
-        """Token ids of everything before the last turn (system message, few-shot examples), or []."""
+        """Token ids of everything before the last user turn (system message, few-shot examples), or []."""
+        chat, _ = split_opening(chat)
         if len(chat) < 2:
             return []
         if getattr(self.tokenizer, "chat_template", None):
@@ -102,21 +111,38 @@ class TransformersBackend(Backend):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # ---- generation --------------------------------------------------------------------------------------
-    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams) -> list[Generation]:
+    def generate(self, chats: list[list[dict]], seeds: list[int], params: GenerationParams,
+                 stop: Stop | None = None) -> list[Generation]:
         if self.model is None:
             self.setup()
         prompts = self.encode(chats)
         prefixes = {tuple(self.encode_prefix(c)) for c in chats}
         prefix = list(next(iter(prefixes))) if len(prefixes) == 1 else None
-        out = self.generate_ids(prompts, seeds, params, prefix)
-        return [Generation(text=self.tokenizer.decode(toks, skip_special_tokens=True).strip(),
-                           prompt_tokens=len(p), completion_tokens=len(toks), finish_reason=reason)
-                for p, (toks, reason) in zip(prompts, out)]
+        openings = [split_opening(c)[1] for c in chats]
+        done = None
+        if stop is not None:
+            done = lambda row, toks: stop.complete(openings[row] + self.tokenizer.decode(toks, skip_special_tokens=True))
+        out = self.generate_ids(prompts, seeds, params, prefix, done,
+                                check_often=stop is not None and getattr(stop, "max_line_words", None) is not None)
+        return [Generation(text=join_opening(o, self._decode(toks)), prompt_tokens=len(p), completion_tokens=len(toks),
+                           finish_reason=reason)
+                for o, p, (toks, reason) in zip(openings, prompts, out)]
+
+    def _decode(self, toks: list[int]) -> str:
+        return self.tokenizer.decode(toks, skip_special_tokens=True).rstrip()
+
+    def _has_newline(self, token: int) -> bool:
+        if token not in self._newline:
+            self._newline[token] = "\n" in self.tokenizer.decode([token])
+        return self._newline[token]
 
     @torch.inference_mode()
     def generate_ids(self, prompts: list[list[int]], seeds: list[int], params: GenerationParams,
-                     prefix: list[int] | None = None):
-        """Decode ``prompts`` (token ids) together; return ``[(new token ids, finish reason)]`` in order."""
+                     prefix: list[int] | None = None, done_fn=None, check_often: bool = False):
+        """Decode ``prompts`` (token ids) together; return ``[(new token ids, finish reason)]`` in order.
+        ``done_fn(row, token ids so far)`` is asked, when the row's new token holds a newline, whether the row's
+        answer is complete (``check_often``: also every 16 tokens); a complete row stops there (finish reason
+        "stop")."""
         from transformers import DynamicCache
 
         model, dev = self.model, self.model.device
@@ -166,6 +192,9 @@ class TransformersBackend(Backend):
                     out[r].append(t)
                     if seen is not None:
                         seen[j, t] = True
+                    if done_fn is not None and (self._has_newline(t) or (check_often and len(out[r]) % 16 == 0)) \
+                            and done_fn(r, out[r]):
+                        reasons[r], done[j] = "stop", True  # the format is complete
             if step + 1 == params.max_new_tokens or bool(done.all()):
                 break
             if done.any():
