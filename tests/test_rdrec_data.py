@@ -112,8 +112,9 @@ def test_rdrec_datamodule_reads_rationales_of_training_interactions(tmp_path):
     for ex in prefs:  # the target is the rationale of the user named in the input
         user = int(ex.source.split("user_")[1].split()[0])
         assert ex.target == f"The user prefers genre{user}."
+    by_text = {dm.item_ids.text(i): i for i in range(1, dm.num_items + 1)}
     for ex in attrs:
-        item = int(ex.source.split("item_")[1].split()[0])
+        item = by_text["item_" + ex.source.split("item_")[1].split()[0]]
         users = [u for u in range(1, 11) if int(dm.train_view.sequences[u][-1]) == item]
         assert ex.target in {f"The item's attributes are kind{u}." for u in users}
     # the rationale text is part of the tokenizer's corpus
@@ -150,8 +151,9 @@ def test_eval_batches_carry_the_sequential_input_and_explanation_references(tmp_
         user = int(batch["user"][row])
         assert text.startswith(f"user_{user} has interacted with")
         hist = view.histories[list(view.users).index(user)][-dm.max_history:]
-        assert f"item_{int(hist[-1])} ; predict" in text  # the latest history item last, the target never shown
-        assert f"item_{int(batch['target'][row])} ;" not in text or int(batch["target"][row]) in hist
+        last, target = dm.item_ids.text(hist[-1]), dm.item_ids.text(batch["target"][row])
+        assert f"{last} ; predict" in text  # the latest history item last, the target never shown
+        assert f"{target} ;" not in text or int(batch["target"][row]) in hist
     assert (batch["task"] == TASK_IDS["sequential"]).all()
     exp = batch["explanation"]  # synthetic targets have reviews: references for the explanation metrics
     refs = view.references.set_index("user")["review"]

@@ -253,3 +253,51 @@ def test_text_metrics_exact_values_and_full_length_references():
     assert half["bleu4"] == 0.0  # no 4-gram in a 3-word prediction
     with pytest.raises(ValueError, match="predictions for"):
         text_scores(["a"], ["a", "b"])
+
+
+def _module(tokenizer, encoder, exclude_seen=True, num_beams=8, **kwargs) -> RDRecStudentModule:
+    module = RDRecStudentModule(backbone=lambda tokenizer: tiny_t5(tokenizer, seed=1), num_items=NUM_ITEMS,
+                                num_users=10, protocols={"full": FullRanking(exclude_seen=exclude_seen),
+                                                         "sampled": CandidateRanking("sampled")},
+                                optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), num_beams=num_beams,
+                                **kwargs)
+    module.build(tokenizer, encoder.item_tokens(NUM_ITEMS))
+    return module.eval()
+
+
+def test_seen_items_are_banned_inside_the_beam_search_so_every_user_gets_num_beams_unseen_items(encoder, tokenizer):
+    module = _module(tokenizer, encoder)
+    assert module.ban_seen
+    users = range(1, 7)
+    batch = encoder.encode_sources([f"user_{u} has interacted with item_{u} ; predict the next item" for u in users],
+                                   ["sequential"] * 6)
+    free = module.score_all(batch | {"seen": torch.zeros(6, 1, dtype=torch.long)})
+    # ban each row's own top beams (and, for row 0, every item spelt with a leading 1: 1, 10-19, 100-120)
+    seen = [torch.isfinite(free[r]).nonzero().flatten()[:5].tolist() for r in range(6)]
+    seen[0] = sorted(set(seen[0]) | {i for i in range(1, NUM_ITEMS + 1) if str(i).startswith("1")})
+    width = max(len(s) for s in seen)
+    padded = torch.tensor([s + [0] * (width - len(s)) for s in seen])
+    scores = module.score_all(batch | {"seen": padded})
+    for r in range(6):
+        reached = torch.isfinite(scores[r]).nonzero().flatten().tolist()
+        assert len(reached) == module.num_beams  # the full number of distinct items for every user
+        assert not set(reached) & set(seen[r])  # none of them seen
+    # with a full-ranking protocol that keeps seen items, nothing is banned
+    assert not _module(tokenizer, encoder, exclude_seen=False).ban_seen
+
+
+def test_parameter_groups_get_their_learning_rate_multipliers_and_report_their_relative_change(encoder, tokenizer):
+    module = _module(tokenizer, encoder, lr_multipliers={"soft_prompt": 30, "embedding": 10})
+    optimizer = module.configure_optimizers()["optimizer"]
+    lrs = {g["name"]: g["initial_lr"] for g in optimizer.param_groups}
+    assert lrs == pytest.approx({"soft_prompt": 3e-2, "whole_word": 1e-3, "embedding": 1e-2, "rest": 1e-3})
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(params) == len({id(p) for p in module.parameters()}) == len({id(p) for p in params})
+    module.on_fit_start()
+    with torch.no_grad():
+        module.model.prompts.mul_(1.5)  # moves by half its norm
+    module.on_fit_end()
+    assert module.eval_results["train/rel_change/soft_prompt"] == pytest.approx(0.5, rel=1e-5)
+    assert module.eval_results["train/rel_change/rest"] == 0.0
+    with pytest.raises(ValueError, match="unknown group"):
+        _module(tokenizer, encoder, lr_multipliers={"prompts": 2})

@@ -9,6 +9,11 @@ and a paired t-test (scipy.stats.ttest_rel, seeds paired) of RDRec against POD p
     python experiments/rdrec/compare.py --seeds 1 2 3                      # run + table
     python experiments/rdrec/compare.py --seeds 1 2 3 --no-run             # table of what exists
     python experiments/rdrec/compare.py --methods pod rdrec --extra rdrec:data.ratios.preference=1.0 --tag pref1
+    python experiments/rdrec/compare.py --tag ids --methods Pop LeakProbe POD-independent --pair POD-independent:Pop
+
+Methods named ``POD-<scheme>`` / ``RDRec-<scheme>`` are the students with learnable item identifiers
+(``experiment=pod_ml100k_ids item_ids=<scheme>``: 16 epochs; the item-ID study in the README). ``--pair A:B``
+(repeatable) adds a paired t-test row A − B; the default pairs RDRec with POD when both ran.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ METHODS = {
                "callbacks.early_stopping.patience=5"],
     "POD": ["experiment=pod_ml100k_cpu"],
     "RDRec": ["experiment=rdrec_ml100k_cpu"],
+    "Pop": ["strategy=pop", "data=ml100k", "data.split.seed=42"],
+    "LeakProbe": ["strategy=leak_probe", "data=ml100k", "data.split.seed=42"],
+    **{f"POD-{scheme}": ["experiment=pod_ml100k_ids", f"item_ids={scheme}"]
+       for scheme in ("random", "independent", "collaborative", "semantic")},
+    **{f"RDRec-{scheme}": ["experiment=pod_ml100k_ids", "strategy=rdrec", f"item_ids={scheme}",
+                           "data.ratios.preference=0.25", "data.ratios.attribute=0.25",
+                           "data.rationales=${paths.data_dir}/rationales/exports/ml100k-rdrec-latest"]
+       for scheme in ("random", "independent", "collaborative", "semantic")},
 }
 COLUMNS = [("test/hr@5", "HR@5"), ("test/hr@10", "HR@10"), ("test/ndcg@5", "NDCG@5"), ("test/ndcg@10", "NDCG@10"),
            ("test/sampled/hr@5", "s-HR@5"), ("test/sampled/hr@10", "s-HR@10"), ("test/sampled/ndcg@5", "s-NDCG@5"),
@@ -39,13 +52,16 @@ def run_one(method: str, seed: int, run_dir: Path, extra: list[str], log_dir: Pa
     if metrics_file.exists():
         return json.loads(metrics_file.read_text())
     args = [*METHODS[method], *extra, f"seed={seed}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
-    cmd = ["nice", "-n", "10", str(ROOT / ".venv" / "bin" / "rdrec-train"), *args]
+    venv = ROOT / ".venv" / "bin" / "rdrec-train"
+    cmd = ["nice", "-n", "10", *([str(venv)] if venv.exists() else [sys.executable, "-m", "rdrec.cli.train"]), *args]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{method}_seed{seed}.log"
     print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: {' '.join(cmd[3:])}  (log: {log})", flush=True)
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "offline"})
+        env = {**os.environ, "WANDB_MODE": "offline",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0 or not metrics_file.exists():
         raise SystemExit(f"{method} seed {seed} failed ({proc.returncode}); see {log}")
@@ -60,7 +76,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, s
 
 
-def table(results: dict[str, dict[int, dict]], seeds: list[int]) -> tuple[str, dict]:
+def table(results: dict[str, dict[int, dict]], seeds: list[int],
+          pairs: list[tuple[str, str]] | None = None) -> tuple[str, dict]:
     from scipy.stats import ttest_rel
 
     lines = ["| model | seeds | " + " | ".join(name for _, name in COLUMNS) + " |",
@@ -76,21 +93,24 @@ def table(results: dict[str, dict[int, dict]], seeds: list[int]) -> tuple[str, d
             summary.setdefault(method, {})[key] = {"mean": m, "std": s, "values": [runs[k][key] for k in have]}
             cells.append(f"{m:.4f} ± {s:.4f}" if not math.isnan(s) else f"{m:.4f}")
         lines.append(f"| {method} | {len(have)} | " + " | ".join(cells) + " |")
-    if "POD" in results and "RDRec" in results:
-        paired = [s for s in seeds if s in results["POD"] and s in results["RDRec"]]
+    for first, second in pairs if pairs is not None else [("RDRec", "POD")]:
+        if first not in results or second not in results:
+            continue
+        paired = [s for s in seeds if s in results[first] and s in results[second]]
         cells = []
         for key, _ in COLUMNS:
-            a = [results["RDRec"][s][key] for s in paired]
-            b = [results["POD"][s][key] for s in paired]
+            a = [results[first][s][key] for s in paired]
+            b = [results[second][s][key] for s in paired]
             if len(paired) >= 2 and any(x != y for x, y in zip(a, b)):
                 test = ttest_rel(a, b)
                 diff = sum(a) / len(a) - sum(b) / len(b)
-                summary.setdefault("ttest_rdrec_vs_pod", {})[key] = {"diff": diff, "t": float(test.statistic),
-                                                                      "p": float(test.pvalue), "n": len(paired)}
-                cells.append(f"{diff:+.4f} (p={test.pvalue:.2f})")
+                name = "ttest_rdrec_vs_pod" if (first, second) == ("RDRec", "POD") else f"ttest_{first}_vs_{second}"
+                summary.setdefault(name, {})[key] = {"diff": diff, "t": float(test.statistic),
+                                                     "p": float(test.pvalue), "n": len(paired)}
+                cells.append(f"{diff:+.4f} (p={test.pvalue:.2g})")
             else:
                 cells.append("n/a")
-        lines.append(f"| RDRec − POD (paired t-test) | {len(paired)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {first} − {second} (paired t-test) | {len(paired)} | " + " | ".join(cells) + " |")
     return "\n".join(lines), summary
 
 
@@ -103,12 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(ROOT / "experiments" / "rdrec" / "work" / "compare"))
     ap.add_argument("--results", default=str(ROOT / "experiments" / "rdrec" / "results"))
     ap.add_argument("--no-run", action="store_true", help="only tabulate runs that exist")
+    ap.add_argument("--pair", action="append", default=None, help="A:B (repeatable): a paired t-test row A − B")
+    ap.add_argument("--link", action="append", default=[],
+                    help="METHOD:TAG (repeatable): reuse METHOD's finished runs of comparison TAG (symlinked)")
     args = ap.parse_args(argv)
+    pairs = [tuple(p.split(":", 1)) for p in args.pair] if args.pair else None
     extra: dict[str, list[str]] = {}
     for item in args.extra:
         method, _, override = item.partition(":")
         extra.setdefault(method, []).append(override)
     work = Path(args.work) / args.tag
+    for item in args.link:
+        method, _, tag = item.partition(":")
+        for seed in args.seeds:
+            src, dst = Path(args.work) / tag / method.lower() / f"seed{seed}", work / method.lower() / f"seed{seed}"
+            if (src / "metrics.json").exists() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(src.resolve())
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:  # seed-major: a partial comparison still pairs the methods
         for method in args.methods:
@@ -118,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(method, {})[seed] = json.loads((run_dir / "metrics.json").read_text())
                 continue
             results.setdefault(method, {})[seed] = run_one(method, seed, run_dir, extra.get(method, []), work / "logs")
-    text, summary = table(results, args.seeds)
+    text, summary = table(results, args.seeds, pairs)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     walls = {}

@@ -7,7 +7,10 @@ Files:
 - ``tasks.py``         the text-to-text tasks built from the training view, their mixture and tokenisation
 - ``datamodule.py``    ``RDRecDataModule``: task batches for training, encoded evaluation batches
 - ``pod.py``           ``PODStudent``: T5 + soft prompts + whole-word embeddings (a plain ``nn.Module``)
-- ``trie.py``          ``ItemTrie``: the prefix trie of item-ID token sequences for constrained decoding
+- ``item_ids.py``      item identifier schemes (random, sequential, independent, collaborative, semantic), built
+                       from the training view and cached by the split's fingerprint (``item_ids=…``)
+- ``trie.py``          ``ItemTrie``: the prefix trie of item-ID token sequences for constrained decoding, with
+                       per-row bans (the user's seen items)
 - ``text_metrics.py``  BLEU-4 / ROUGE of the generated text tasks
 - ``module.py``        ``RDRecStudentModule``: the Lightning module (training, beam search, candidate scoring)
 """

@@ -3,8 +3,10 @@
 Training examples come from ``train_view()`` and, for RDRec, from the teacher's rationale export
 (:func:`rdrec.teacher.export.load`), checked to belong to this exact split (dataset fingerprint) and to training
 interactions only. Evaluation batches are the shared ones (history, target, seen items, candidate lists) plus
-the sequential-task input the student reads. The tokenizer is trained on the training text (or comes with
-pretrained weights) in ``setup``; the student builds its model from it.
+the sequential-task input the student reads. Items are written through the ``item_ids`` scheme
+(rdrec.methods.rdrec.item_ids: built from the training view, cached by the split's fingerprint); its new tokens, if
+any, are added to the tokenizer. The tokenizer is trained on the training text (or comes with pretrained weights)
+on first use; the student builds its model from it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rdrec.data.batches import EvalExamples
 from rdrec.data.datamodule import SeqRecDataModule
 from rdrec.errors import DataError
 from rdrec.data.prepared import TrainView
+from rdrec.methods.rdrec.item_ids import DIGIT_SCHEMES, ItemIds, load_or_build
 from rdrec.methods.rdrec.tasks import DEFAULT_TEMPLATES, TASKS, TaskMixture, TextEncoder, sequential_source
 
 log = logging.getLogger(__name__)
@@ -31,21 +34,23 @@ class TextEvalExamples(EvalExamples):
     """The shared evaluation batch plus the student's sequential-task input for each user."""
 
     def __init__(self, view, candidate_lists: dict, max_len: int, encoder: TextEncoder, max_history: int,
-                 templates: dict[str, str]):
+                 templates: dict[str, str], item_ids: ItemIds):
         super().__init__(view, candidate_lists, max_len)
         self.encoder, self.max_history, self.templates = encoder, max_history, templates
+        self.item_ids = item_ids
 
     def collate(self, rows: list[int]) -> dict:
         batch = super().collate(rows)
-        sources = [sequential_source(self.view.users[r], self.view.histories[r], self.max_history, self.templates)
-                   for r in rows]
+        sources = [sequential_source(self.view.users[r], self.view.histories[r], self.max_history, self.templates,
+                                     self.item_ids.text) for r in rows]
         batch.update(self.encoder.encode_sources(sources, ["sequential"] * len(rows)))
         # explanation generation for targets that have a review (text metrics; the review is the reference)
         reviews = self.view.references["review"].to_numpy()
         with_review = [r for r in rows if reviews[r] is not None]
         if with_review and "explanation" in self.templates:
             t = self.templates["explanation"]
-            texts = [t.format(user=int(self.view.users[r]), item=int(self.view.targets[r])) for r in with_review]
+            texts = [t.format(user=int(self.view.users[r]), item=self.item_ids.text(self.view.targets[r]))
+                     for r in with_review]
             batch["explanation"] = {**self.encoder.encode_sources(texts, ["explanation"] * len(texts)),
                                     "references": [str(reviews[r]) for r in with_review]}
         return batch
@@ -55,7 +60,7 @@ class RDRecDataModule(SeqRecDataModule):
     def __init__(self, *args, tokenizer: Callable, ratios: dict[str, float], epoch_size: int = 20000,
                  rationales: str | None = None, max_history: int = 20, topn_candidates: int = 20,
                  max_source_length: int = 512, max_target_length: int = 64, templates: dict | None = None,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, item_ids: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.tokenizer_factory = tokenizer
         self.ratios = {k: float(v) for k, v in dict(ratios).items() if v is not None}
@@ -67,8 +72,11 @@ class RDRecDataModule(SeqRecDataModule):
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.templates = {**DEFAULT_TEMPLATES, **dict(templates or {})}
         self.seed = int(seed)
+        # {scheme: random|sequential|independent|collaborative|semantic, seed, data_dir, scheme parameters}
+        self.item_ids_spec = dict(item_ids or {"scheme": "random"})
         self._tokenizer = self.encoder = self.rationales = None
         self.coverage: dict[str, float] = {}  # rationale coverage (rationale_coverage), into metrics.json
+        self.item_ids: ItemIds | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
@@ -84,6 +92,8 @@ class RDRecDataModule(SeqRecDataModule):
             log.info("rationales: %d training interactions from %s; users covered %.1f%%, items %.1f%%",
                      len(self.rationales), self.rationales_dir, 100 * self.coverage["user_coverage"],
                      100 * self.coverage["item_coverage"])
+        self.item_ids = load_or_build(self.train_view, self.dataset.fingerprint, self.cache_dir / self.dataset.name,
+                                      **self.item_ids_spec)
 
     # ---- the tokenizer: trained on the training text unless the student brings its own (pretrained weights) --
     @property
@@ -93,18 +103,28 @@ class RDRecDataModule(SeqRecDataModule):
         return self._tokenizer
 
     def use_tokenizer(self, tokenizer) -> None:
+        """Use ``tokenizer`` (with the item-ID scheme's new tokens added to it) for every batch."""
+        new = self.item_ids.new_tokens()
+        if new:
+            from tokenizers import AddedToken
+
+            tokenizer.add_tokens([AddedToken(t, single_word=False, normalized=False) for t in new])
         self._tokenizer = tokenizer
         self.encoder = TextEncoder(tokenizer, self.max_source_length, self.max_target_length)
         for name in ("valid", "test"):
             old = self._eval[name]
             self._eval[name] = TextEvalExamples(old.view, old.candidate_lists, self.max_len, self.encoder,
-                                                self.max_history, self.templates)
+                                                self.max_history, self.templates, self.item_ids)
 
     def corpus(self) -> list[str]:
-        """Training text for the tokenizer: templates, every item and user id, reviews and rationales."""
+        """Training text for the tokenizer: templates, every digit item ID (new-token schemes add theirs after
+        training) and user id, reviews and rationales."""
         v: TrainView = self.train_view
-        texts = [t.format(user=1, item=1, history="item_1", candidates="item_1") for t in self.templates.values()]
-        texts += [f"item_{i}" for i in range(1, v.num_items + 1)] + [f"user_{u}" for u in range(1, v.num_users + 1)]
+        digits = self.item_ids.scheme in DIGIT_SCHEMES
+        one = self.item_ids.text(1) if digits else "item_1"
+        texts = [t.format(user=1, item=one, history=one, candidates=one) for t in self.templates.values()]
+        texts += [self.item_ids.text(i) for i in range(1, v.num_items + 1)] if digits else []
+        texts += [f"user_{u}" for u in range(1, v.num_users + 1)]
         texts += v.reviews["review"].astype(str).tolist()
         if self.rationales is not None:
             texts += self.rationales["user_preference"].tolist() + self.rationales["item_attribute"].tolist()
@@ -112,12 +132,12 @@ class RDRecDataModule(SeqRecDataModule):
 
     def item_tokens(self) -> dict[int, list[int]]:
         self.tokenizer  # noqa: B018 (built on first use)
-        return self.encoder.item_tokens(self.num_items)
+        return self.encoder.item_tokens(self.num_items, self.item_ids.text)
 
     def train_dataset(self, epoch: int = 0) -> TaskMixture:
         return TaskMixture(self.train_view, self.ratios, self.epoch_size, seed=self.seed, epoch=epoch,
                            max_history=self.max_history, topn_candidates=self.topn_candidates,
-                           rationales=self.rationales, templates=self.templates)
+                           rationales=self.rationales, templates=self.templates, item_text=self.item_ids.text)
 
     def train_dataloader(self) -> DataLoader:
         # a new mixture every epoch (strategy configs set trainer.reload_dataloaders_every_n_epochs: 1)

@@ -5,12 +5,22 @@ attributes) that POD lacks. Training minimises token cross-entropy over the mixe
 never counts). Evaluation goes through the shared evaluator:
 
 - ``score_all``: beam search over item IDs, constrained by a prefix trie so every beam is a valid item; an
-  item's score is its beam's log-likelihood, items no beam reached get -inf (seen-item filtering is the
-  protocol's ``exclude_seen``, identical for every method);
+  item's score is its beam's log-likelihood, items no beam reached get -inf. When every full-ranking protocol
+  excludes seen items (``eval.exclude_seen``, the same switch for every method), the trie also bans each user's
+  history items inside the search, so every user gets ``num_beams`` distinct unseen items to rank instead of what
+  is left of ``num_beams`` after the protocol removes the seen ones (a re-consumed target, which the protocol
+  keeps rankable, is then never decoded: the decoder cannot know it is the target);
 - ``score_candidates``: the exact log-likelihood of each candidate's ID under the sequential prompt.
 
 The model is built in ``configure_model`` (before Lightning restores a checkpoint) from the tokenizer the
-datamodule trained on the training text, or from the pretrained backbone's own tokenizer.
+datamodule trained on the training text, or from the pretrained backbone's own tokenizer, grown by the item-ID
+scheme's new tokens.
+
+Parameter groups: ``lr_multipliers`` scales the optimizer's learning rate for ``soft_prompt`` (POD's prompts),
+``whole_word`` (whole-word vectors) and ``embedding`` (the token embeddings, item tokens included); the rest keep
+the base rate. From-scratch T5 initialises embeddings with std 1, so at one rate these groups barely move. After
+fit, each group's relative weight change ``||W - W0|| / ||W0||`` goes into the run's metrics as
+``train/rel_change/<group>`` (plus ``item_tokens``: the embedding rows of the scheme's new tokens).
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from rdrec.methods.rdrec.trie import ItemTrie
 from rdrec.methods.rdrec.text_metrics import TextMetrics
 from rdrec.methods.rdrec.pod import PODStudent
 from rdrec.modules.base import RecModule
+
+GROUPS = ("soft_prompt", "whole_word", "embedding", "rest")
 
 
 class RDRecStudentModule(RecModule):
@@ -43,6 +55,7 @@ class RDRecStudentModule(RecModule):
         text_max_new_tokens: int = 64,
         ks=(1, 5, 10, 20),
         mrr_k: int | None = None,
+        lr_multipliers: dict[str, float] | None = None,
     ):
         super().__init__(protocols, ks, mrr_k)
         self.backbone, self.optimizer_factory = backbone, optimizer
@@ -50,6 +63,15 @@ class RDRecStudentModule(RecModule):
         self.prompt_length, self.max_whole_words = prompt_length, max_whole_words
         self.num_beams, self.candidate_chunk, self.warmup_ratio = num_beams, candidate_chunk, warmup_ratio
         self.text_max_new_tokens = text_max_new_tokens
+        self.lr_multipliers = {k: float(v) for k, v in dict(lr_multipliers or {}).items() if v is not None}
+        unknown = set(self.lr_multipliers) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"strategy.lr_multipliers: unknown group(s) {sorted(unknown)}; groups are {list(GROUPS)}")
+        full = [p for p in self.protocols.values() if hasattr(p, "exclude_seen")]
+        # one beam search serves every full-ranking protocol of a batch: ban seen items only if all of them drop them
+        self.ban_seen = bool(full) and all(p.exclude_seen for p in full)
+        self.item_token_ids: list[int] = []
+        self._initial: dict[str, torch.Tensor] = {}
         self.text_metrics = TextMetrics()  # explanation generation, on targets that have a review
         self.model: PODStudent | None = None
         self.trie: ItemTrie | None = None
@@ -61,11 +83,16 @@ class RDRecStudentModule(RecModule):
         dm = self.trainer.datamodule
         if isinstance(self.backbone, Backbone):
             dm.use_tokenizer(self.backbone.tokenizer)
-        self.build(dm.tokenizer, dm.item_tokens())
+        new = dm.item_ids.new_tokens() if getattr(dm, "item_ids", None) is not None else []
+        self.build(dm.tokenizer, dm.item_tokens(), new_token_ids=dm.tokenizer.convert_tokens_to_ids(new))
 
-    def build(self, tokenizer, item_tokens: dict[int, list[int]]) -> None:
-        """Create the student for ``tokenizer`` and the decoding trie over ``item_tokens`` (item → token ids)."""
+    def build(self, tokenizer, item_tokens: dict[int, list[int]], new_token_ids: list[int] | None = None) -> None:
+        """Create the student for ``tokenizer`` and the decoding trie over ``item_tokens`` (item → token ids);
+        ``new_token_ids``: the item-ID scheme's tokens (their embedding rows are reported apart)."""
         backbone = self.backbone if isinstance(self.backbone, Backbone) else self.backbone(tokenizer=tokenizer)
+        if len(tokenizer) > backbone.model.get_input_embeddings().num_embeddings:  # a pretrained T5 + item tokens
+            backbone.model.resize_token_embeddings(len(tokenizer))
+        self.item_token_ids = list(new_token_ids or [])
         self.backbone_name, self.tokenizer = backbone.name, tokenizer
         self.model = PODStudent(backbone.model, num_tasks=len(TASKS), prompt_length=self.prompt_length,
                                 max_whole_words=self.max_whole_words)
@@ -84,8 +111,23 @@ class RDRecStudentModule(RecModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["task"]))
         return loss
 
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The student's parameters by group (soft_prompt, whole_word, embedding, rest); each parameter once."""
+        named = {
+            "soft_prompt": [self.model.prompts],
+            "whole_word": [self.model.whole_word.weight],
+            "embedding": [self.model.t5.get_input_embeddings().weight],
+        }
+        taken = {id(p) for ps in named.values() for p in ps}
+        named["rest"] = [p for p in self.parameters() if id(p) not in taken]  # a tied output layer is the embedding
+        return named
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        groups = [{"params": ps, "name": name, "lr_scale": self.lr_multipliers.get(name, 1.0)}
+                  for name, ps in self.parameter_groups().items() if ps]
+        optimizer = self.optimizer_factory(params=groups)
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]  # before the scheduler records each group's initial rate
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
         warmup = max(int(self.warmup_ratio * total), 1)
 
@@ -94,6 +136,28 @@ class RDRecStudentModule(RecModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- how far each parameter group moved during fit ---------------------------------------------------------
+    def _group_weights(self) -> dict[str, torch.Tensor]:
+        out = {name: torch.cat([p.detach().float().reshape(-1) for p in ps]).cpu()
+               for name, ps in self.parameter_groups().items() if ps}
+        if self.item_token_ids:
+            rows = torch.as_tensor(self.item_token_ids, dtype=torch.long)
+            out["item_tokens"] = self.model.t5.get_input_embeddings().weight.detach().float().cpu()[rows].reshape(-1)
+        return out
+
+    def on_fit_start(self) -> None:
+        self._initial = {k: v.clone() for k, v in self._group_weights().items()}
+
+    def on_fit_end(self) -> None:
+        if not self._initial:
+            return
+        for name, now in self._group_weights().items():
+            start = self._initial[name]
+            self.eval_results[f"train/rel_change/{name}"] = float((now - start).norm() / start.norm().clamp_min(1e-12))
+        for logger in self.loggers:
+            logger.log_metrics({k: v for k, v in self.eval_results.items() if k.startswith("train/rel_change/")},
+                               step=self.global_step)
 
     # ---- text tasks: explanation generation on test targets with a review ------------------------------------
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -123,8 +187,8 @@ class RDRecStudentModule(RecModule):
 
     def score_all(self, batch: dict) -> torch.Tensor:
         encoded, mask = self._encode(batch)
-        sequences, scores = self.model.beam_search(encoded, mask, self.num_beams, self.trie.max_length,
-                                                   self.trie.prefix_allowed_tokens_fn)
+        allowed = self.trie.banning(batch["seen"].tolist()) if self.ban_seen else self.trie.prefix_allowed_tokens_fn
+        sequences, scores = self.model.beam_search(encoded, mask, self.num_beams, self.trie.max_length, allowed)
         return self.trie.scores_from_beams(sequences, scores, self.num_items)
 
     def score_candidates(self, batch: dict, candidates: torch.Tensor) -> torch.Tensor:

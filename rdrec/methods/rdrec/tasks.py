@@ -17,7 +17,7 @@ the rows, and targets padded with -100 (never counted by the loss).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,21 +34,24 @@ ITEM_TASKS = ("sequential", "topn")  # targets are item ids
 DEFAULT_TEMPLATES = {
     "sequential": "user_{user} has interacted with {history} ; predict the next item",
     "topn": "pick an item for user_{user} from {candidates}",
-    "explanation": "explain why user_{user} interacted with item_{item}",
+    "explanation": "explain why user_{user} interacted with {item}",
     "preference": "what does user_{user} prefer ?",
-    "attribute": "what are the attributes of item_{item} ?",
+    "attribute": "what are the attributes of {item} ?",
 }
 
-# one word = an ID mention (user_12, item_345), a run of word characters, or a run of punctuation
-_WORD = re.compile(r"[A-Za-z]+_\d+|\w+|[^\w\s]+")
+# one word = an ID mention (user_12, item_345, or an item's code tokens <c0_3><c1_12><c2_0> written together), a
+# run of word characters, or a run of punctuation
+_WORD = re.compile(r"(?:<[a-z]\d+_\d+>)+|[A-Za-z]+_\d+|\w+|[^\w\s]+")
 
 
 def item_text(item: int) -> str:
+    """The plain digit ID (``item_345``); students write items through their ``item_ids`` scheme instead
+    (rdrec.methods.rdrec.item_ids)."""
     return f"item_{int(item)}"
 
 
-def item_list(items: Sequence[int]) -> str:
-    return " ".join(item_text(i) for i in items)
+def item_list(items: Sequence[int], text: Callable[[int], str] = item_text) -> str:
+    return " ".join(text(i) for i in items)
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,9 @@ class TextEncoder:
         batch["labels"] = self.encode_targets([e.target for e in examples])
         return batch
 
-    def item_tokens(self, num_items: int) -> dict[int, list[int]]:
+    def item_tokens(self, num_items: int, text: Callable[[int], str] = item_text) -> dict[int, list[int]]:
         """Each item id's target tokens without end-of-sequence: what the decoder must spell."""
-        texts = [item_text(i) for i in range(1, num_items + 1)]
+        texts = [text(i) for i in range(1, num_items + 1)]
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return {i: row for i, row in enumerate(ids, start=1)}
 
@@ -134,11 +137,12 @@ class TaskMixture(Dataset):
 
     def __init__(self, view: TrainView, ratios: dict[str, float], epoch_size: int, seed: int = 0, epoch: int = 0,
                  max_history: int = 20, topn_candidates: int = 20, rationales: pd.DataFrame | None = None,
-                 templates: dict[str, str] | None = None):
+                 templates: dict[str, str] | None = None, item_text: Callable[[int], str] = item_text):
         unknown = set(ratios) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown task(s) {sorted(unknown)} in the mixing ratios; tasks are {list(TASKS)}")
         self.view, self.max_history, self.topn_candidates = view, max_history, topn_candidates
+        self.item_text = item_text
         self.templates = {**DEFAULT_TEMPLATES, **(templates or {})}
         self.pools = self._pools(view, rationales)
         weights = {t: float(r) for t, r in ratios.items() if r and float(r) > 0 and len(self.pools[t])}
@@ -181,13 +185,14 @@ class TaskMixture(Dataset):
             seq = self.view.sequences[user]
             target = int(seq[pos])
             if task == "sequential":
-                source = t.format(user=user, history=item_list(seq[max(0, pos - self.max_history):pos]))
+                source = t.format(user=user, history=item_list(seq[max(0, pos - self.max_history):pos],
+                                                               self.item_text))
             else:
                 rng = np.random.default_rng([self.seed, self.epoch, index])
-                source = t.format(user=user, candidates=item_list(self._candidates(rng, seq, target)))
-            return TextExample(task, source, item_text(target))
+                source = t.format(user=user, candidates=item_list(self._candidates(rng, seq, target), self.item_text))
+            return TextExample(task, source, self.item_text(target))
         rec = self.pools[task].iloc[row]
-        source = t.format(user=int(rec["user"]), item=int(rec["item"]))
+        source = t.format(user=int(rec["user"]), item=self.item_text(int(rec["item"])))
         field = {"explanation": "review", "preference": "user_preference", "attribute": "item_attribute"}[task]
         return TextExample(task, source, str(rec[field]))
 
@@ -206,8 +211,9 @@ class TaskMixture(Dataset):
         return rng.permutation(np.array([target, *negatives], dtype=np.int64))
 
 
-def sequential_source(user: int, history: Sequence[int], max_history: int, templates: dict[str, str] | None = None) -> str:
+def sequential_source(user: int, history: Sequence[int], max_history: int, templates: dict[str, str] | None = None,
+                      item_text: Callable[[int], str] = item_text) -> str:
     """The sequential-task input for evaluation (same template as training)."""
     t = {**DEFAULT_TEMPLATES, **(templates or {})}["sequential"]
     history = list(history)[-max_history:] if max_history else []
-    return t.format(user=int(user), history=item_list(history))
+    return t.format(user=int(user), history=item_list(history, item_text))
