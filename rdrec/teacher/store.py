@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rdrec.errors import DataError
-from rdrec.utils.atomic import atomic_write_text, remove_dead_staging
+from rdrec.utils.atomic import atomic_write_text, process_alive, remove_dead_staging
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class RationaleStore:
                 _, pid, _rand, h = tmp.name.split("_", 3)
             except ValueError:
                 continue
-            if h == host and pid.isdigit() and not _alive(int(pid)):
+            if h == host and pid.isdigit() and not process_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
 
@@ -200,12 +200,3 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

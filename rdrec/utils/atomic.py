@@ -46,7 +46,7 @@ def remove_dead_staging(directory: str | Path) -> list[Path]:
     host = _host()
     for entry in directory.iterdir():
         m = _STAGING.search(entry.name)
-        if m is None or not entry.name.startswith(".") or m["host"] != host or _alive(int(m["pid"])):
+        if m is None or not entry.name.startswith(".") or m["host"] != host or process_alive(int(m["pid"])):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -148,7 +148,8 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a process we may not signal counts as running)."""
     if pid == os.getpid():
         return True
     try:

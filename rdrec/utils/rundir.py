@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from rdrec.errors import DataError
-from rdrec.utils.atomic import atomic_write_text
+from rdrec.utils.atomic import atomic_write_text, process_alive
 
 MARKER = ".rdrec-run.json"
 
@@ -27,15 +27,6 @@ _OWN: dict[str, str] = {}  # resolved run dir -> id of the job of this process t
 class RunDirError(DataError):
     """The run directory belongs to another run (one line: the entry points print it as they print bad input)."""
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_marker(run_dir: str | Path) -> dict | None:
@@ -63,7 +54,7 @@ def claim(run_dir: str | Path, resume: bool = False) -> str:
     except FileExistsError:
         other = read_marker(run_dir) or {}
         if (other.get("host") == job["host"] and isinstance(other.get("pid"), int) and other["pid"] != job["pid"]
-                and _alive(other["pid"]) and other.get("id") not in _OWN.values()):
+                and process_alive(other["pid"]) and other.get("id") not in _OWN.values()):
             raise RunDirError(f"run directory {run_dir} is in use by another run (pid {other['pid']}, started "
                               f"{other.get('started', '?')}); give this run its own hydra.run.dir") from None
         if not resume and (run_dir / "metrics.json").exists():
