@@ -73,7 +73,7 @@ def fit(module, rows: list[dict], steps: int, batch_size: int = 8) -> None:
 
 def train_stage2(lr: float, steps: int = 400):
     rule = planted()
-    module = DelRecModule(word_backbone(), rule.num_items, 1, {}, lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+    module = DelRecModule(backbone=word_backbone(), protocols={}, optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
                           num_soft_tokens=4, adalora=configured_adalora())
     module.use_prompts(rule.prompts)
     train = [{"prompt": e["prompt"], "target": e["target"]} for e in rule.rec_examples(steps * 8, seed=1)]
@@ -99,7 +99,7 @@ def test_stage1_soft_prompt_learns_to_imitate_a_planted_sr_model():
 
 def train_stage1(lr: float, steps: int = 150):
     rule = planted()
-    module = DelRecStage1Module(word_backbone(), rule.num_items, 1, {}, lambda params: torch.optim.AdamW(params, lr=lr),
+    module = DelRecStage1Module(backbone=word_backbone(), protocols={}, optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
                                 tasks=["rps"], num_soft_tokens=4)
     module.use_prompts(rule.prompts)
     llm = {k: v.clone() for k, v in module.lm.model.state_dict().items()}

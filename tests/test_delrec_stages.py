@@ -42,7 +42,7 @@ def _stage2_loader():
 
 
 def _stage1(kind, **kw):
-    module = DelRecStage1Module(tiny_backbone(kind), num_items=8, num_users=2, protocols={}, optimizer=ADAM,
+    module = DelRecStage1Module(backbone=tiny_backbone(kind), protocols={}, optimizer=ADAM,
                                 num_soft_tokens=4, **kw)
     module.use_prompts(PROMPTS)
     return module
@@ -66,7 +66,7 @@ def test_stage1_updates_only_the_soft_prompt(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_stage2_freezes_the_soft_prompt_and_trains_adalora(kind, tmp_path):
     distilled = torch.randn(4, 32)
-    module = DelRecModule(tiny_backbone(kind), num_items=8, num_users=2, protocols={}, optimizer=ADAM,
+    module = DelRecModule(backbone=tiny_backbone(kind), protocols={}, optimizer=ADAM,
                           soft_prompt=distilled, num_soft_tokens=4,
                           adalora={"init_r": 4, "target_r": 2, "tinit": 0, "tfinal": 1, "deltaT": 1, "total_step": 3})
     module.use_prompts(PROMPTS)
@@ -89,19 +89,19 @@ def test_stage2_freezes_the_soft_prompt_and_trains_adalora(kind, tmp_path):
 
 
 def test_stage2_without_stage1_or_adalora():
-    module = DelRecModule(tiny_backbone("causal"), num_items=8, num_users=2, protocols={}, optimizer=ADAM,
+    module = DelRecModule(backbone=tiny_backbone("causal"), protocols={}, optimizer=ADAM,
                           soft_prompt=None, adalora=None, num_soft_tokens=4)
     assert not any(p.requires_grad for p in module.parameters())
     with pytest.raises(RuntimeError, match="train=false"):
         module.configure_optimizers()
     with pytest.raises(ValueError, match="shape"):
-        DelRecModule(tiny_backbone("causal"), num_items=8, num_users=2, protocols={}, optimizer=ADAM,
+        DelRecModule(backbone=tiny_backbone("causal"), protocols={}, optimizer=ADAM,
                      soft_prompt=torch.zeros(3, 32), num_soft_tokens=4)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_evaluation_goes_through_the_shared_candidate_protocol(kind):
-    module = DelRecModule(tiny_backbone(kind), num_items=8, num_users=2, protocols={"delrec": CandidateRanking("delrec")},
+    module = DelRecModule(backbone=tiny_backbone(kind), protocols={"delrec": CandidateRanking("delrec")},
                           optimizer=ADAM, num_soft_tokens=4, ks=(1, 5))
     module.use_prompts(PROMPTS)
     batch = {

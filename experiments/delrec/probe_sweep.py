@@ -46,11 +46,11 @@ def main() -> None:
         backbone = pretrained(args.data_dir / "models" / "smollm2-135m-instruct", name="smollm2")
         optimizer = lambda params, lr=lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # noqa: E731
         if args.stage == 2:
-            module = DelRecModule(backbone, rule.num_items, 1, {}, optimizer, adalora=adalora, num_soft_tokens=20)
+            module = DelRecModule(backbone=backbone, protocols={}, optimizer=optimizer, adalora=adalora, num_soft_tokens=20)
             rows = [{"prompt": e["prompt"], "target": e["target"]} for e in rule.rec_examples(args.steps * args.batch_size, 1)]
             held_out, task = rule.rec_examples(args.held_out, 2), "rec"
         else:
-            module = DelRecStage1Module(backbone, rule.num_items, 1, {}, optimizer, tasks=["rps"], num_soft_tokens=20)
+            module = DelRecStage1Module(backbone=backbone, protocols={}, optimizer=optimizer, tasks=["rps"], num_soft_tokens=20)
             rows = [{"rps_prompt": e["rps_prompt"], "rps_target": e["rps_target"]}
                     for e in rule.rps_examples(args.steps * args.batch_size, 1)]
             held_out, task = rule.rps_examples(args.held_out, 2), "rps"

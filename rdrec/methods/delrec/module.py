@@ -140,21 +140,11 @@ class DelRecModule(DelRecBase):
 
     def __init__(
         self,
-        backbone: Backbone,
-        num_items: int,
-        num_users: int,
-        protocols: dict,
-        optimizer: Callable[..., torch.optim.Optimizer],
         soft_prompt: torch.Tensor | None = None,
         adalora: dict | None = None,
-        num_soft_tokens: int = 100,
-        soft_prompt_init: str = "vocab",
-        reduction: str = "sum",
-        ks=(1, 5, 10, 20),
-        mrr_k: int | None = None,
-        seed: int = 0,
+        **base,  # DelRecBase's: backbone, protocols, optimizer, num_soft_tokens, soft_prompt_init, reduction, ks, …
     ):
-        super().__init__(backbone, protocols, optimizer, num_soft_tokens, soft_prompt_init, reduction, ks, mrr_k, seed)
+        super().__init__(**base)
         if soft_prompt is not None:
             soft_prompt = torch.as_tensor(soft_prompt)
             if soft_prompt.shape != self.lm.soft_prompt.shape:

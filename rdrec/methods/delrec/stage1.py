@@ -14,11 +14,10 @@ Only ``lm.soft_prompt`` requires gradients, so the optimizer never sees an LLM w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from rdrec.backbones import Backbone
 from rdrec.methods.delrec.module import DelRecBase, run_steps
 from rdrec.methods.delrec.scoring import lm_loss
 
@@ -58,24 +57,14 @@ def dwa_window_steps(window: float, total_steps: int) -> int:
 class DelRecStage1Module(DelRecBase):
     def __init__(
         self,
-        backbone: Backbone,
-        num_items: int,
-        num_users: int,
-        protocols: dict,
-        optimizer: Callable[..., torch.optim.Optimizer],
         tasks: Sequence[str] = TASKS,
         weighting: str = "dynamic",
         weights: dict | None = None,
         dwa_temperature: float = 2.0,
         dwa_window: float = 0.1,
-        num_soft_tokens: int = 100,
-        soft_prompt_init: str = "vocab",
-        reduction: str = "sum",
-        ks=(1, 5, 10, 20),
-        mrr_k: int | None = None,
-        seed: int = 0,
+        **base,  # DelRecBase's: backbone, protocols, optimizer, num_soft_tokens, soft_prompt_init, reduction, ks, …
     ):
-        super().__init__(backbone, protocols, optimizer, num_soft_tokens, soft_prompt_init, reduction, ks, mrr_k, seed)
+        super().__init__(**base)
         self.tasks = tuple(tasks)
         if not self.tasks or any(t not in TASKS for t in self.tasks):
             raise ValueError(f"strategy.tasks: expected a non-empty subset of {TASKS}, got {list(tasks)}")
