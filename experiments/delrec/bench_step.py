@@ -25,32 +25,17 @@ import torch
 from rdrec.methods.delrec.prompts import DelRecPrompts
 from rdrec.methods.delrec.scoring import PromptCodec, candidate_log_likelihood, lm_loss
 from rdrec.methods.delrec.soft_prompt import SoftPromptLM
+from tests.test_delrec_cheap_step import _old_causal_scores  # run from the repository root
 
 
 def old_loss(lm, inputs):
     return lm(**inputs).loss
 
 
-@torch.no_grad()
 def old_scores(lm, prompts, ids, mask):
-    """The scorer before this change (``_causal_token_logp`` of the previous commit), sum reduction."""
-    B, C, T = ids.shape
-    ids, mask = ids.reshape(B * C, T), mask.reshape(B * C, T)
-    attention = prompts["attention_mask"]
-    lengths = attention.sum(1)
-    positions = (attention.cumsum(1) - 1).clamp(min=0)
-    out = lm(prompts["input_ids"], soft_mask=prompts["soft_mask"], attention_mask=attention, position_ids=positions,
-             use_cache=True)
-    first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(C, dim=0)
-    logp = [first.gather(1, ids[:, :1])]
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(C)
-    step_mask = torch.cat([attention.repeat_interleave(C, dim=0), mask[:, :-1]], dim=1)
-    step_pos = lengths.repeat_interleave(C).unsqueeze(1) + torch.arange(T - 1)
-    nxt = lm.model(input_ids=ids[:, :-1], attention_mask=step_mask, position_ids=step_pos, past_key_values=cache,
-                   use_cache=True).logits
-    logp.append(torch.log_softmax(nxt.float(), -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1))
-    return (torch.cat(logp, 1) * mask).sum(1).reshape(B, C)
+    """The scorer before the packed pass (the reference the exactness test compares against)."""
+    with torch.no_grad():
+        return _old_causal_scores(lm, prompts, ids, mask)
 
 
 def backbone(data_dir: Path):
