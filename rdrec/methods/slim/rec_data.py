@@ -108,6 +108,10 @@ class SlimRecDataModule(SeqRecDataModule):
               f"users ({self.coverage['user_coverage']:.1%}) from {self.rationales or 'nowhere'} "
               f"(step {self.rationale_step}); {self.coverage['train_targets_with_rationale']:.1%} of the training "
               "targets lie after a rationale's window", flush=True)
+        if entries and not trained:
+            log.warning("no training target lies after any rationale's window: the user-side fusion is never trained, "
+                        "and at evaluation the rationales pass through its initial weights; add an export written "
+                        "from a prefix (rdrec/methods/slim/windows.py)")
 
     def _exports(self) -> list[str]:
         if not self.rationales:
