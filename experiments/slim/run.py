@@ -120,15 +120,16 @@ def teacher(args) -> None:
     out = WORK / f"teacher_prefix{k}"
     out.mkdir(parents=True, exist_ok=True)
     store_dir = DATA / "rationales" / "ml100k"
-    run_generation(
-        prepared=Prefix(), families={"slim": family},
-        backend=TransformersBackend(smollm2(DATA), model_id=TEACHER_ID, torch_threads=1),
-        params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
-        retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=Subset(users=args.users),
-        seed=42, batch_size=args.batch_size, store_dir=str(store_dir),
-        make_trainer=lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
-                                                  enable_checkpointing=False, enable_progress_bar=False),
-        output_dir=str(out), export_dir=str(out / "rationales"))
+    if not args.export_only:
+        run_generation(
+            prepared=Prefix(), families={"slim": family},
+            backend=TransformersBackend(smollm2(DATA), model_id=TEACHER_ID, torch_threads=1),
+            params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
+            retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=Subset(users=args.users),
+            seed=42, batch_size=args.batch_size, store_dir=str(store_dir),
+            make_trainer=lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+                                                      enable_checkpointing=False, enable_progress_bar=False),
+            output_dir=str(out), export_dir=str(out / "rationales"))
     thash, seqs = family.template_hash(), ds.train_view().sequences
     recs = [r for r in RationaleStore(store_dir, create=False).reload().records() if r["family"] == "slim"
             and r["fingerprint"] == ds.fingerprint and r["provenance"]["model_id"] == TEACHER_ID
@@ -252,10 +253,24 @@ def study(args) -> None:
             if NEEDS.get(key) and not have[NEEDS[key]]:
                 continue
             for seqrec in (args.seqrecs if bound else ["-"]):
-                if not (run_dir(key, seqrec, seed) / "metrics.json").is_file():
+                if not (run_dir(key, seqrec, seed) / "metrics.json").is_file() and not _running(run_dir(key, seqrec, seed)):
                     todo.append(_train_cmd(key, seqrec, seed, args))
     _run_all(todo, args.parallel)
     table(args)
+
+
+def _running(run: Path) -> bool:
+    """Another runner has this run going (its pid in <run>.pid is alive)."""
+    lock = run.with_suffix(".pid")
+    try:
+        os.kill(int(lock.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _busy() -> int:
+    return sum(_running(p.with_suffix("")) for p in (WORK / "study").glob("*.pid"))
 
 
 def _train_cmd(key: str, seqrec: str, seed: int, args) -> list[str]:
@@ -272,14 +287,17 @@ def _run_all(todo: list[list[str]], parallel: int) -> None:
     running: list[tuple[subprocess.Popen, str, float]] = []
     env = {**os.environ, **ENV}
     while todo or running:
-        while todo and len(running) < parallel:
+        while todo and _busy() < parallel:  # runs of any runner count (their <run>.pid files)
             cmd = todo.pop(0)
             run = Path(next(c for c in cmd if c.startswith("hydra.run.dir=")).split("=", 1)[1])
             run.parent.mkdir(parents=True, exist_ok=True)
             print("$", " ".join(cmd), flush=True)
             log = open(run.with_suffix(".log"), "a")
-            running.append((subprocess.Popen(["nice", "-n", "10", *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                             env=env), run.name, time.time()))
+            if _running(run):
+                continue
+            proc = subprocess.Popen(["nice", "-n", "10", *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+            run.with_suffix(".pid").write_text(str(proc.pid))
+            running.append((proc, run.name, time.time()))
         time.sleep(5)
         for entry in list(running):
             proc, name, t0 = entry
@@ -483,6 +501,7 @@ def main() -> None:
     p = sub.add_parser("teacher")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--exclude-last", type=int, default=5)
+    p.add_argument("--export-only", action="store_true", help="export what the store holds; generate nothing")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--retries", type=int, default=1)
     p = sub.add_parser("student")
