@@ -35,7 +35,8 @@ def world(tmp_path_factory):
     return tmp, prepared, view, user
 
 
-def planted_export(prepared, view, out, user: int, other: int, planted: bool, meta_extra: dict | None = None):
+def planted_export(prepared, view, out, user: int, other: int, planted: bool, meta_extra: dict | None = None,
+                   unparsed: bool = False):
     """An export as rdrec-generate writes one (SlimFamily prompts of the training view): ``other`` gets an
     ordinary answer; with ``planted``, ``user``'s answer names the user's last training item (a training
     target) by title in every step."""
@@ -50,17 +51,20 @@ def planted_export(prepared, view, out, user: int, other: int, planted: bool, me
                 out_ = {"preferences": f"The user loves {target} above all.", "categories": f"More like {target}.",
                         "items": f"Recommend {target} next."}
                 out_["rationale"] = "\n".join(f"{i + 1}. {v}" for i, v in enumerate(out_.values()))
-            records.append({"key": f"k{u}", "family": "slim", "kind": "user", "entity": it.entity, "status": "ok",
-                            "output": out_, "text": out_["rationale"], "attempts": 1, "rejected": [], "extra": it.extra,
+            failed = unparsed and u == user  # an answer that never parsed, used whole with unparsed_rationales
+            records.append({"key": f"k{u}", "family": "slim", "kind": "user", "entity": it.entity,
+                            "status": "failed" if failed else "ok", "output": None if failed else out_,
+                            "text": out_["rationale"].replace("\n", " "), "attempts": 1,
+                            "rejected": [{"text": "x", "error": "e"}] if failed else [], "extra": it.extra,
                             "provenance": {"model_id": "fake", "template_hash": it.template_hash}})
     export(records, out, meta={"dataset": prepared.name, "fingerprint": prepared.fingerprint, **(meta_extra or {})})
     return out
 
 
-def build(tmp, export_dir, mode: str):
+def build(tmp, export_dir, mode: str, unparsed: bool = False):
     dm = SlimRecDataModule(source=synthetic_source(), split=SplitConfig(seed=42), cache_dir=str(tmp / "cache"),
                            max_len=20, batch_size=4, eval_batch_size=8, candidate_lists={},
-                           encoder=HashEncoder(DIM), rationales=str(export_dir))
+                           encoder=HashEncoder(DIM), rationales=str(export_dir), unparsed_rationales=unparsed)
     dm.setup()
     torch.manual_seed(0)
     module = SlimRecModule(lambda num_items, num_users: SASRec(num_items=num_items, max_len=20, hidden_size=8),
@@ -152,3 +156,21 @@ def test_window_ends_default_recorded_and_bad(world, tmp_path):
 
     with pytest.raises(DataError, match="exclude_last"):
         window_ends(plain, view.sequences, [user])
+
+
+def test_an_unparsed_answer_follows_the_same_rule(world):
+    """Answers that never parsed (used whole with unparsed_rationales) are rationales like any other."""
+    tmp, prepared, view, user = world
+    other = next(u for u in range(1, prepared.num_users + 1) if u != user and len(view.sequences[u]) >= 2)
+    with_it = planted_export(prepared, view, tmp / "unparsed_p", user, other, planted=True, unparsed=True)
+    without = planted_export(prepared, view, tmp / "unparsed_c", user, other, planted=False)
+    dm_p, planted = build(tmp, with_it, "fusion", unparsed=True)
+    dm_c, control = build(tmp, without, "fusion", unparsed=True)
+    assert dm_p.coverage["users_with_rationale"] == 2
+    hidden_p, targets = training_outputs(dm_p, planted, user)
+    hidden_c, _ = training_outputs(dm_c, control, user)
+    labelled = targets[0] > 0
+    assert torch.equal(hidden_p[0, labelled], hidden_c[0, labelled])
+    history, users = torch.as_tensor(view.sequences[user][-20:]).unsqueeze(0), torch.tensor([user])
+    with torch.no_grad():
+        assert not torch.equal(planted.model.score_all(history, users), control.model.score_all(history, users))
