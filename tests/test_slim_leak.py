@@ -107,6 +107,7 @@ def test_a_rationale_naming_its_own_target_cannot_reach_that_training_position(w
     dm_p, planted = build(tmp, with_it, mode)
     dm_c, control = build(tmp, without, mode)
     assert dm_p.coverage["users_with_rationale"] == 2 and dm_c.coverage["users_with_rationale"] == 1
+    assert dm_p.coverage["train_targets_with_rationale"] == 0.0  # windows end at the last training item
     hidden_p, targets = training_outputs(dm_p, planted, user)
     hidden_c, targets_c = training_outputs(dm_c, control, user)
     assert torch.equal(targets, targets_c)
@@ -137,7 +138,11 @@ def test_a_prefix_rationale_reaches_exactly_the_targets_after_its_window(world, 
     without = planted_export(prepared, view, tmp / f"prefix_c_{mode}", user, other, planted=False, meta_extra=meta)
     n = len(view.sequences[user])
     assert window_ends(with_it, view.sequences, [user]) == {user: n - k}
-    hidden_p, targets = training_outputs(*build(tmp, with_it, mode), user)
+    dm_p, planted = build(tmp, with_it, mode)
+    total = sum(max(len(q) - 1, 0) for q in view.sequences)
+    n_other = len(view.sequences[other])
+    assert dm_p.coverage["train_targets_with_rationale"] == (k + min(k, n_other - 1)) / total
+    hidden_p, targets = training_outputs(dm_p, planted, user)
     hidden_c, _ = training_outputs(*build(tmp, without, mode), user)
     seq = view.sequences[user].tolist()
     for column in (targets[0] > 0).nonzero().squeeze(1).tolist():

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from rdrec.data.batches import TrainSequences
 from rdrec.data.datamodule import SeqRecDataModule
+from rdrec.methods.slim.fusion import UNKNOWN_END
 from rdrec.methods.slim.texts import ITEM_FIELDS, encode_cached, item_texts, load_rationales
 from rdrec.methods.slim.windows import window_ends
 
@@ -90,7 +91,7 @@ class SlimRecDataModule(SeqRecDataModule):
             per_user.setdefault(user, []).append((end, row))
         width = max((len(v) for v in per_user.values()), default=1)
         self.rationale_rows = torch.zeros(self.num_users + 1, width, dtype=torch.long)
-        self.rationale_ends = torch.full((self.num_users + 1, width), 2**62, dtype=torch.long)
+        self.rationale_ends = torch.full((self.num_users + 1, width), UNKNOWN_END, dtype=torch.long)
         for user, slots in per_user.items():
             slots.sort()
             self.rationale_rows[user, :len(slots)] = torch.tensor([r for _, r in slots])
@@ -100,8 +101,8 @@ class SlimRecDataModule(SeqRecDataModule):
         self.user_texts = [self.rationale_texts[r] for r in latest.squeeze(1).tolist()]
         covered = len(per_user)
         lengths = [len(s) for s in self.train_view.sequences]
-        trained = sum(max(0, len(self.train_view.sequences[u]) - e) for u, slots in per_user.items()
-                      for e, _ in slots[:1])  # training targets after the user's earliest window
+        # training targets (indices 1..n-1) at or after the user's earliest window end
+        trained = sum(max(0, len(self.train_view.sequences[u]) - max(slots[0][0], 1)) for u, slots in per_user.items())
         self.coverage = {"users_with_rationale": covered, "user_coverage": covered / max(self.num_users, 1),
                          "train_targets_with_rationale": trained / max(sum(max(n - 1, 0) for n in lengths), 1)}
         print(f"slim: item text {'on' if self.use_item_text else 'off'}; rationales for {covered}/{self.num_users} "
