@@ -378,30 +378,32 @@ def table(args) -> None:
                 cells.append(f"{vals.mean():.4f} ± {vals.std(ddof=1):.4f}" if len(vals) > 1 else f"{vals.mean():.4f}")
             cover = np.mean([m.get("data/user_coverage", 0.0) for m in ms])
             trained = np.mean([m.get("data/train_targets_with_rationale", 0.0) for m in ms])
-            epochs = [int(m["epochs"]) if "epochs" in m else _epochs(r) for m, r in zip(ms, runs)]
+            epochs = [_epochs(r) for r in runs]
             entry.update(user_coverage=cover, train_targets_with_rationale=trained, epochs=epochs)
             pvals = []
-            base = [run_dir(BASELINE, seqrec, s) for s in args.seeds]
-            if key != BASELINE and seqrec != "-" and all((b / "metrics.json").is_file() for b in base):
-                for proto in ("full", "sampled"):
-                    mine = [_ranks(run_dir(key, seqrec, s), proto) for s in args.seeds]
-                    theirs = [_ranks(b_, proto) for b_ in base]
+            common = [s for s in args.seeds if (run_dir(key, seqrec, s) / "metrics.json").is_file()
+                      and (run_dir(BASELINE, seqrec, s) / "metrics.json").is_file()]
+            if key != BASELINE and seqrec != "-" and common:
+                for proto, key_m in (("full", "test/ndcg@10"), ("sampled", "test/sampled/ndcg@10")):
+                    mine = [_ranks(run_dir(key, seqrec, s), proto) for s in common]
+                    theirs = [_ranks(run_dir(BASELINE, seqrec, s), proto) for s in common]
                     if any(x is None for x in mine + theirs):
                         continue
+                    # per-user NDCG@10 averaged over the common seeds, paired by user
                     a = np.mean([ndcg(x.sort_index().to_numpy()) for x in mine], axis=0)
                     b = np.mean([ndcg(x.sort_index().to_numpy()) for x in theirs], axis=0)
                     p_w = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
-                    key_m = "test/ndcg@10" if proto == "full" else "test/sampled/ndcg@10"
-                    mm = [json.loads((run_dir(key, seqrec, s) / "metrics.json").read_text())[key_m] for s in args.seeds]
-                    bb = [json.loads((b_ / "metrics.json").read_text())[key_m] for b_ in base]
-                    p_t = float(stats.ttest_rel(mm, bb).pvalue) if len(mm) > 1 else float("nan")
-                    entry[f"p_vs_backbone_plus/{proto}/ndcg@10"] = {"wilcoxon_users": p_w, "ttest_seeds": p_t}
-                    pvals.append(f"{proto}: {p_w:.3g} / {p_t:.3g}")
+                    mm = [json.loads((run_dir(key, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
+                    bb = [json.loads((run_dir(BASELINE, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
+                    p_t = float(stats.ttest_rel(mm, bb).pvalue) if len(common) > 1 else float("nan")
+                    entry[f"p_vs_backbone_plus/{proto}/ndcg@10"] = {"seeds": common, "wilcoxon_users": p_w,
+                                                                   "ttest_seeds": p_t}
+                    pvals.append(f"{proto}: {p_w:.3g} / {'—' if len(common) < 2 else f'{p_t:.3g}'} ({len(common)} seed{'s' if len(common) > 1 else ''})")
             rows.append([name, {"-": "text only"}.get(seqrec, seqrec), len(ms), f"{cover:.1%}",
                          f"{trained:.1%}", *cells, ", ".join(str(e) for e in epochs), "; ".join(pvals)])
     RESULTS.mkdir(parents=True, exist_ok=True)
     md = markdown_table(["row", "backbone", "seeds", "users with rationale", "train targets after a rationale",
-                         *(c for _, c in COLUMNS), "epochs (best + patience)",
+                         *(c for _, c in COLUMNS), "epochs (best/trained)",
                          "p vs backbone⁺, NDCG@10 (Wilcoxon users / t-test seeds)"], rows)
     if unfinished:
         md += "\n\nUnfinished (no early stop yet): " + "; ".join(unfinished) + "."
@@ -414,12 +416,15 @@ def table(args) -> None:
     print(md)
 
 
-def _epochs(run: Path) -> int:
-    """Epochs trained: from the best checkpoint's name (epochNNN) plus the last one's, read from last.ckpt."""
-    import torch
+def _epochs(run: Path) -> str:
+    """"best/trained" epochs, from the run's CSV log (validation NDCG@10 per epoch)."""
+    import pandas as pd
 
-    last = run / "checkpoints" / "last.ckpt"
-    return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if last.is_file() else -1
+    csv = run / "csv" / "metrics.csv"
+    if not csv.is_file():
+        return "?"
+    val = pd.read_csv(csv).dropna(subset=["val/ndcg@10"])
+    return f"{int(val.loc[val['val/ndcg@10'].idxmax(), 'epoch']) + 1}/{int(val['epoch'].max()) + 1}"
 
 
 def text(args) -> None:
