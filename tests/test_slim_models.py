@@ -7,7 +7,7 @@ import torch
 
 from rdrec.models.gru4rec import GRU4Rec
 from rdrec.models.sasrec import SASRec
-from rdrec.methods.slim.fusion import SlimFusion, SlimMatching, TextFusion
+from rdrec.methods.slim.fusion import UNKNOWN_END, RationaleTable, SlimFusion, SlimMatching, TextFusion, target_index
 from rdrec.models.srgnn import SRGNN
 
 N_ITEMS, N_USERS, E = 30, 12, 8
@@ -38,7 +38,7 @@ def test_zero_text_vectors_give_exactly_the_backbone_scores(backbone_cls):
     cands = torch.randint(1, N_ITEMS + 1, (5, 7))
     assert torch.equal(fusion.score_all(history, users), backbone.score_all(history, users))
     assert torch.equal(fusion.score_candidates(history, cands, users), backbone.score_candidates(history, cands, users))
-    hidden_f, targets_f = fusion.training_pairs(windows, users)
+    hidden_f, targets_f = fusion.training_pairs(windows, users, ends=torch.full((5,), 10))
     hidden_b, targets_b = backbone.training_pairs(windows, users)
     assert torch.equal(hidden_f, hidden_b) and torch.equal(targets_f, targets_b)
 
@@ -111,9 +111,25 @@ def test_id_agnostic_matching_scores_by_text_only_and_gives_no_credit_without_ra
         model.user_proj(user_text[users]).unsqueeze(1), model.item_proj(item_text).unsqueeze(0), dim=-1) * 10.0
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
     assert torch.all(scores[2] == 0)  # user 5: every item ties (the evaluator ranks ties pessimistically)
-    hidden, targets = model.training_pairs(windows, users)
+    hidden, targets = model.training_pairs(windows, users, ends=torch.full((5,), 10))
     assert hidden.shape == (5, 9, 6) and torch.equal(targets[2, :4], torch.zeros(4, dtype=torch.long))
 
     with_history = SlimMatching(N_ITEMS, E, hidden_size=6, num_users=N_USERS, history_text=True).eval()
     with_history.set_text(user_text, item_text)
     assert not torch.equal(with_history.score_all(history, users), with_history.score_all(history.flip(0), users))
+
+
+def test_rationale_table_picks_the_latest_window_ending_at_or_before_each_target():
+    table = RationaleTable(text_dim=2, num_users=3)
+    text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    # user 1: rows 2 (window ends at 5) and 1 (ends at 2), given out of order; user 2: row 3, window unknown
+    rows = torch.tensor([[0, 0], [2, 1], [3, 0], [0, 0]])
+    ends = torch.tensor([[UNKNOWN_END] * 2, [5, 2], [UNKNOWN_END] * 2, [UNKNOWN_END] * 2])
+    table.set(text, rows, ends)
+    index = target_index(torch.tensor([7, 7, 7]), 6)  # targets at 1..6 of windows ending at 7
+    assert index.tolist() == [[1, 2, 3, 4, 5, 6]] * 3
+    picked = table.at(torch.tensor([1, 2, 3]), index, text)[..., 0]
+    assert picked.tolist() == [[0, 1, 1, 1, 2, 2], [0] * 6, [0] * 6]
+    assert table.latest(torch.tensor([1, 2, 3, 9]), text)[:, 0].tolist() == [2.0, 3.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="windows' ends"):
+        SlimFusion(SASRec(num_items=N_ITEMS), torch.zeros(N_USERS + 1, E)).training_pairs(batch()[2], batch()[1])

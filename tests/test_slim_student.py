@@ -153,3 +153,33 @@ def test_smollm2_student_masks_its_chat_prompt():
     enc = encode_pairs(b.tokenizer, PROMPTS[:1], TARGETS[:1])
     text = b.tokenizer.decode(enc["input_ids"][0][enc["labels"][0] != IGNORE])
     assert text.startswith("1. Likes A.") and "user" not in text.split("3.")[0].lower()
+
+
+def test_test_step_generates_parses_and_scores_against_the_teacher():
+    """With generate_tokens, test answers every held-out prompt greedily and reports the parse rate under the
+    given parser and BLEU/ROUGE against the teacher's rationale; generation leaves the training mode as it was."""
+    class OnlyFirst:  # a parser that accepts the first answer it sees, and no other
+        def __init__(self):
+            self.calls = 0
+
+        def parse(self, text):
+            self.calls += 1
+            if self.calls > 1:
+                raise ValueError("no three steps")
+            return {"rationale": text}
+
+    parser = OnlyFirst()
+    module = student(parser=parser, generate_tokens=6)
+    with pytest.raises(ValueError, match="needs strategy.parser"):
+        student(generate_tokens=6)
+    prompts = ["user likes a", "user likes b"]
+    answers = module.generate(prompts)
+    assert len(answers) == 2 and module.model.training
+    assert answers == module.generate(prompts)  # greedy: deterministic
+    module.on_test_epoch_start()
+    batch = {"user": torch.tensor([3, 4]), "prompt": prompts, "target": [answers[0], "something else entirely"]}
+    module.test_step(batch, 0)
+    assert [g["user"] for g in module.generations] == [3, 4] and module.generations[0]["student"] == answers[0]
+    metrics = module._generation_metrics()
+    assert metrics["test/parse_rate"] == 0.5 and metrics["test/answers"] == 2.0
+    assert all(0.0 <= metrics[f"test/{k}"] <= 1.0 for k in ("bleu4", "rouge1_f", "rouge2_f", "rougeL_f"))

@@ -3,7 +3,7 @@
     python experiments/slim/run.py export-teacher     # teacher SLIM rationales in the store → an export
     python experiments/slim/run.py student            # LoRA student (SmolLM2-135M) → work/student/student/
     python experiments/slim/run.py generate --extra-users 100   # student rationales (held-out users first) → an export
-    python experiments/slim/run.py compare --seeds 1,2,3  # the variant × backbone grid → results/comparison.md
+    python experiments/slim/run.py study --parallel 2   # the study at convergence → results/study.md (resumable)
     python experiments/slim/run.py text                # student vs teacher: BLEU/ROUGE on held-out users, s/rationale
 
 Exports go to data/rationales/exports/ml100k/slim_{teacher,student} (the paths conf/experiment/slim_ml100k.yaml
@@ -85,6 +85,72 @@ def export_teacher(args) -> None:
     print(f"teacher export: {counts} → {EXPORTS / 'slim_teacher'}")
 
 
+def teacher(args) -> None:
+    """Teacher SLIM rationales written from a *prefix* of each training sequence (all but the last
+    --exclude-last training items), for the first --users user ids, into the shared store, exported to
+    data/rationales/exports/ml100k/slim_teacher_prefix<k> with ``slim_window: {exclude_last: k}`` in its meta
+    (the window rule of rdrec/methods/slim/windows.py: such a rationale may be fused at the last k training
+    targets and at validation/test). Resumable: the store skips what it holds."""
+    import dataclasses
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rdrec.backbones.shipped import smollm2
+    from rdrec.teacher.backends.base import GenerationParams
+    from rdrec.teacher.backends.transformers import TransformersBackend
+    from rdrec.teacher.export import export
+    from rdrec.teacher.generator import RetryPolicy
+    from rdrec.teacher.prompts import Subset
+    from rdrec.teacher.runner import run_generation
+    from rdrec.teacher.store import RationaleStore
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    ds, k = prepared(), args.exclude_last
+
+    class Prefix:  # the prepared dataset with each training sequence cut k items short
+        name, fingerprint = ds.name, ds.fingerprint
+
+        def train_view(self):
+            view = ds.train_view()
+            return dataclasses.replace(view, sequences=[s[: max(len(s) - k, 0)] for s in view.sequences])
+
+    family = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim.yaml"), item_noun="movie")
+    out = WORK / f"teacher_prefix{k}"
+    out.mkdir(parents=True, exist_ok=True)
+    store_dir = DATA / "rationales" / "ml100k"
+    if not args.export_only:
+        run_generation(
+            prepared=Prefix(), families={"slim": family},
+            backend=TransformersBackend(smollm2(DATA), model_id=TEACHER_ID, torch_threads=1),
+            params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
+            retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=Subset(users=args.users),
+            seed=42, batch_size=args.batch_size, store_dir=str(store_dir),
+            make_trainer=lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+                                                      enable_checkpointing=False, enable_progress_bar=False),
+            output_dir=str(out), export_dir=str(out / "rationales"))
+    thash, seqs = family.template_hash(), ds.train_view().sequences
+    recs = [r for r in RationaleStore(store_dir, create=False).reload().records() if r["family"] == "slim"
+            and r["fingerprint"] == ds.fingerprint and r["provenance"]["model_id"] == TEACHER_ID
+            and r["provenance"]["template_hash"] == thash and len(r["extra"]["history_items"])
+            and _prefix_end(seqs[r["entity"]["user"]], r) == len(seqs[r["entity"]["user"]]) - k]
+    target = EXPORTS / f"slim_teacher_prefix{k}"
+    counts = export(recs, target, meta={"dataset": ds.name, "fingerprint": ds.fingerprint, "model_id": TEACHER_ID,
+                                        "source": "rationale store", "slim_window": {"exclude_last": k}})
+    print(f"teacher export (prefix, last {k} training items excluded): {counts} → {target}")
+
+
+def _prefix_end(seq, record) -> int:
+    """Where the history a stored SLIM record shows ends in the user's training sequence (the latest match)."""
+    seq = [int(i) for i in seq]
+    hist = [int(i) for i in record["extra"]["history_items"]]
+    for end in range(len(seq), len(hist) - 1, -1):
+        if seq[end - len(hist):end] == hist:
+            return end
+    return -1
+
+
 def student(args) -> None:
     run = WORK / f"student_{args.tag}"
     if (run / "student" / "SOURCE.json").is_file() and (run / "metrics.json").is_file():
@@ -140,86 +206,225 @@ def generate(args) -> None:
         output_dir=str(out), export_dir=str(EXPORTS / "slim_student"))
 
 
-def compare(args) -> None:
-    """The variant × backbone grid and ID-agnostic matching, one run each per seed, seed-major order (so a
-    partial grid still compares like with like), up to --parallel runs at a time; finished runs (metrics.json)
-    are skipped, so a killed grid resumes."""
-    runs = [(strategy, seqrec) for seqrec in args.seqrecs for name, strategy in VARIANTS.items()
-            if strategy in args.variants or not args.variants]
-    for extra in ("slim_agnostic", "slim_agnostic_hist"):
-        if (not args.variants and extra == "slim_agnostic") or extra in args.variants:
-            runs.append((extra, "-"))
+# the study: (row name, strategy key, backbone-bound?) — a strategy key is a strategy plus overrides (STUDY_ARGS)
+STUDY = [("backbone", "slim_backbone", True), ("backbone⁺ (item text)", "slim_item_text", True),
+         ("backbone + teacher rationales", "slim_teacher", True), ("SLIM (student rationales)", "slim", True),
+         ("ID-agnostic (student rationales)", "slim_agnostic", False),
+         ("ID-agnostic (student rationales + history item text)", "slim_agnostic_hist", False)]
+ABLATION = [(f"SLIM, step {s} only", f"slim_step{s}", True) for s in (1, 2, 3)]
+NEEDS = {"slim_teacher": "teacher", "slim": "student", "slim_agnostic": "student", "slim_agnostic_hist": "student",
+         "slim_step1": "student", "slim_step2": "student", "slim_step3": "student"}
+STUDY_ARGS = {"slim_agnostic_hist": ["strategy=slim_agnostic", "strategy.history_text=true"],
+              **{f"slim_step{s}": ["strategy=slim", f"data.rationale_step={s}"] for s in (1, 2, 3)},
+              "pop": ["strategy=pop"]}
+COLUMNS = [("test/sampled/hr@10", "HR@10 (sampled)"), ("test/sampled/ndcg@10", "NDCG@10 (sampled)"),
+           ("test/hr@10", "HR@10 (full)"), ("test/hr@20", "HR@20 (full)"), ("test/ndcg@10", "NDCG@10 (full)")]
+BASELINE = "slim_item_text"  # backbone⁺: do rationales add anything beyond item text?
+
+
+def rationale_args(args) -> list[str]:
+    """Overrides naming the rationale exports (each a list: exports written from different windows combine,
+    rdrec/methods/slim/windows.py)."""
+    out = []
+    for who, paths in (("teacher", args.teacher_exports), ("student", args.student_exports)):
+        if paths:
+            out.append(f"slim.{who}_rationales=[{','.join(str(p) for p in paths)}]")
+    return out
+
+
+def run_dir(key: str, seqrec: str, seed: int) -> Path:
+    return WORK / "study" / f"{key}_{seqrec}_seed{seed}"
+
+
+def study(args) -> None:
+    """Every (row, backbone, seed) of the study, seed-major (a partial grid still compares like with like), up to
+    --parallel runs at a time, early stopping only (trainer.max_epochs is far above convergence); finished runs
+    (metrics.json) are skipped and a killed run resumes from last.ckpt. Rows whose rationales are not given
+    (--teacher-exports / --student-exports) are skipped and listed as awaiting them."""
+    rows = STUDY + (ABLATION if args.ablation else [])
+    have = {"teacher": bool(args.teacher_exports), "student": bool(args.student_exports)}
     todo = []
     for seed in args.seeds:
-        for strategy, seqrec in runs:
-            if args.skip_student and strategy in ("slim", "slim_agnostic", "slim_agnostic_hist"):
+        if not (WORK / "study" / f"pop_-_seed{seed}" / "metrics.json").is_file() and seed == args.seeds[0]:
+            todo.append(_train_cmd("pop", "-", seed, args))  # deterministic: one run
+        for _, key, bound in rows:
+            if key not in args.only and args.only:
                 continue
-            run = WORK / "compare" / f"{strategy}_{seqrec}_seed{seed}"
-            if not (run / "metrics.json").is_file():
-                todo.append([str(BIN / "rdrec-train"), "experiment=slim_ml100k", *STRATEGY_ARGS.get(strategy, [f"strategy={strategy}"]),
-                             *([f"seqrec={seqrec}"] if seqrec != "-" else []), f"seed={seed}",
-                             f"trainer.max_epochs={args.max_epochs}", f"callbacks.early_stopping.patience={args.patience}",
-                             "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
-                             *([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]  # a killed run resumes
-                               if (run / "checkpoints" / "last.ckpt").is_file() else [])])
+            if NEEDS.get(key) and not have[NEEDS[key]]:
+                continue
+            for seqrec in (args.seqrecs if bound else ["-"]):
+                if not (run_dir(key, seqrec, seed) / "metrics.json").is_file() and not _running(run_dir(key, seqrec, seed)):
+                    todo.append(_train_cmd(key, seqrec, seed, args))
+    _run_all(todo, args.parallel)
+    table(args)
+
+
+def _running(run: Path) -> bool:
+    """Another runner has this run going (its pid in <run>.pid is alive)."""
+    lock = run.with_suffix(".pid")
+    try:
+        os.kill(int(lock.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _busy() -> int:
+    return sum(_running(p.with_suffix("")) for p in (WORK / "study").glob("*.pid"))
+
+
+def _train_cmd(key: str, seqrec: str, seed: int, args) -> list[str]:
+    run = run_dir(key, seqrec, seed)
+    base = (["data=ml100k", "data.split.seed=42", "strategy=pop"] if key == "pop" else
+            ["experiment=slim_ml100k", *STUDY_ARGS.get(key, [f"strategy={key}"]), *rationale_args(args),
+             f"trainer.max_epochs={args.max_epochs}", f"callbacks.early_stopping.patience={args.patience}"])
+    return [str(BIN / "rdrec-train"), *base, *([f"seqrec={seqrec}"] if seqrec != "-" else []), f"seed={seed}",
+            f"paths.data_dir={DATA}", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+            *([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"] if (run / "checkpoints" / "last.ckpt").is_file() else [])]
+
+
+def _run_all(todo: list[list[str]], parallel: int) -> None:
     running: list[tuple[subprocess.Popen, str, float]] = []
     env = {**os.environ, **ENV}
     while todo or running:
-        while todo and len(running) < args.parallel:
+        while todo and _busy() < parallel:  # runs of any runner count (their <run>.pid files)
             cmd = todo.pop(0)
             run = Path(next(c for c in cmd if c.startswith("hydra.run.dir=")).split("=", 1)[1])
             run.parent.mkdir(parents=True, exist_ok=True)
             print("$", " ".join(cmd), flush=True)
-            log = open(run.with_suffix(".log"), "w")
-            running.append((subprocess.Popen(["nice", "-n", "10", *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                             env=env), run.name, time.time()))
+            log = open(run.with_suffix(".log"), "a")
+            if _running(run):
+                continue
+            proc = subprocess.Popen(["nice", "-n", "10", *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+            run.with_suffix(".pid").write_text(str(proc.pid))
+            running.append((proc, run.name, time.time()))
         time.sleep(5)
         for entry in list(running):
             proc, name, t0 = entry
             if proc.poll() is not None:
                 running.remove(entry)
                 print(f"  {name}: exit {proc.returncode} after {time.time() - t0:.0f} s", flush=True)
-    table(args)
 
 
-# runs that are a strategy plus overrides
-STRATEGY_ARGS = {"slim_agnostic_hist": ["strategy=slim_agnostic", "strategy.history_text=true"]}
-COLUMNS = [("test/sampled/hr@10", "HR@10 (sampled)"), ("test/sampled/hr@20", "HR@20 (sampled)"),
-           ("test/sampled/ndcg@10", "NDCG@10 (sampled)"), ("test/hr@10", "HR@10 (full)"), ("test/hr@20", "HR@20 (full)"),
-           ("test/ndcg@10", "NDCG@10 (full)")]
+def random_reference() -> dict[str, float]:
+    """Expected metrics of a uniformly random order (exact): per test user, the target is equally likely at every
+    rank among the candidates (full: every item not in the history; sampled: the target + 100)."""
+    import numpy as np
+
+    ds = prepared()
+    view = ds.eval_view("test")
+    discount = 1.0 / np.log2(np.arange(2, ds.num_items + 2))
+    out = {}
+    for proto, sizes in (("", np.array([ds.num_items - len(set(h.tolist())) for h in view.histories])),
+                         ("sampled/", np.full(len(view.users), 101))):
+        for k in (10, 20):
+            out[f"test/{proto}hr@{k}"] = float(np.mean(np.minimum(k, sizes) / sizes))
+            out[f"test/{proto}ndcg@{k}"] = float(np.mean([discount[:min(k, n)].sum() / n for n in sizes]))
+    return out
+
+
+def _ranks(run: Path, proto: str):
+    import pandas as pd
+
+    path = run / "ranks" / ("test.csv" if proto == "full" else f"test_{proto}.csv")
+    return pd.read_csv(path).set_index("user")["rank"] if path.is_file() else None
 
 
 def table(args) -> None:
-    """results/comparison.{md,json}: mean ± std over the seeds found, per (variant, backbone)."""
+    """results/study.{md,json}: mean ± std over seeds per (row, backbone), coverage, epochs to early stop, and
+    p-values against backbone⁺ of the same backbone: Wilcoxon signed-rank over test users of NDCG@10 (per-user
+    NDCG@10 averaged over the seeds both rows have) and a paired t-test over seeds of the mean NDCG@10."""
     import numpy as np
+    from scipy import stats
 
     from rdrec.utils.report import markdown_table
 
-    names = {**{v: k for k, v in VARIANTS.items()}, "slim_agnostic": "ID-agnostic (student rationales)",
-             "slim_agnostic_hist": "ID-agnostic (student rationales + history item text)"}
-    rows, out = [], {}
+    rows, out, awaiting, not_run, unfinished = [], {}, [], [], []
+    ref = random_reference()
+    rows.append(["random order (expected)", "—", "—", "—", "—", *(f"{ref[k]:.4f}" for k, _ in COLUMNS), "", ""])
+    pop = WORK / "study" / f"pop_-_seed{args.seeds[0]}" / "metrics.json"
+    if pop.is_file():
+        m = json.loads(pop.read_text())
+        rows.append(["popularity", "—", "1", "—", "—", *(f"{m[k]:.4f}" for k, _ in COLUMNS), "", ""])
+    out["random order (expected)"] = ref
+
+    def ndcg(ranks):
+        return np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)
+
     for seqrec in [*args.seqrecs, "-"]:
-        for strategy, name in names.items():
-            if strategy.startswith("slim_agnostic") != (seqrec == "-"):
+        for name, key, bound in STUDY + ABLATION:
+            if bound != (seqrec != "-"):
                 continue
-            found = sorted((WORK / "compare").glob(f"{strategy}_{seqrec}_seed*/metrics.json"))
-            if not found:
+            runs = [run_dir(key, seqrec, s) for s in args.seeds if (run_dir(key, seqrec, s) / "metrics.json").is_file()]
+            label = f"{name} ({'text only' if seqrec == '-' else seqrec})"
+            for s in args.seeds:  # unfinished runs: how far they got
+                csv = run_dir(key, seqrec, s) / "csv" / "metrics.csv"
+                if csv.is_file() and not (run_dir(key, seqrec, s) / "metrics.json").is_file():
+                    import pandas as pd
+
+                    val = pd.read_csv(csv).dropna(subset=["val/ndcg@10"])
+                    if len(val):
+                        unfinished.append(f"{label}, seed {s}: {int(val['epoch'].max()) + 1} epochs, best val NDCG@10 "
+                                          f"{val['val/ndcg@10'].max():.4f} at epoch {int(val.loc[val['val/ndcg@10'].idxmax(), 'epoch']) + 1}")
+            if not runs:
+                (awaiting if NEEDS.get(key) else not_run).append(label)
                 continue
-            ms = [json.loads(f.read_text()) for f in found]
+            ms = [json.loads((r / "metrics.json").read_text()) for r in runs]
             cells = []
-            for key, _ in COLUMNS:
-                vals = np.array([m[key] for m in ms if key in m])
+            entry = out.setdefault(f"{name} | {seqrec}", {"seeds": [r.name.rsplit("seed", 1)[1] for r in runs]})
+            for k, _ in COLUMNS:
+                vals = np.array([m[k] for m in ms])
+                entry[k] = vals.tolist()
                 cells.append(f"{vals.mean():.4f} ± {vals.std(ddof=1):.4f}" if len(vals) > 1 else f"{vals.mean():.4f}")
-                out.setdefault(f"{name} | {seqrec}", {})[key] = vals.tolist()
-            cover = ms[0].get("data/users_with_rationale", 0)
-            out[f"{name} | {seqrec}"]["users_with_rationale"] = cover
-            out[f"{name} | {seqrec}"]["seeds"] = [f.parent.name.rsplit("seed", 1)[1] for f in found]
-            rows.append([name, {"-": "text only"}.get(seqrec, seqrec), len(ms), int(cover), *cells])
+            cover = np.mean([m.get("data/user_coverage", 0.0) for m in ms])
+            trained = np.mean([m.get("data/train_targets_with_rationale", 0.0) for m in ms])
+            epochs = [_epochs(r) for r in runs]
+            entry.update(user_coverage=cover, train_targets_with_rationale=trained, epochs=epochs)
+            pvals = []
+            common = [s for s in args.seeds if (run_dir(key, seqrec, s) / "metrics.json").is_file()
+                      and (run_dir(BASELINE, seqrec, s) / "metrics.json").is_file()]
+            if key != BASELINE and seqrec != "-" and common:
+                for proto, key_m in (("full", "test/ndcg@10"), ("sampled", "test/sampled/ndcg@10")):
+                    mine = [_ranks(run_dir(key, seqrec, s), proto) for s in common]
+                    theirs = [_ranks(run_dir(BASELINE, seqrec, s), proto) for s in common]
+                    if any(x is None for x in mine + theirs):
+                        continue
+                    # per-user NDCG@10 averaged over the common seeds, paired by user
+                    a = np.mean([ndcg(x.sort_index().to_numpy()) for x in mine], axis=0)
+                    b = np.mean([ndcg(x.sort_index().to_numpy()) for x in theirs], axis=0)
+                    p_w = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
+                    mm = [json.loads((run_dir(key, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
+                    bb = [json.loads((run_dir(BASELINE, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
+                    p_t = float(stats.ttest_rel(mm, bb).pvalue) if len(common) > 1 else float("nan")
+                    entry[f"p_vs_backbone_plus/{proto}/ndcg@10"] = {"seeds": common, "wilcoxon_users": p_w,
+                                                                   "ttest_seeds": p_t}
+                    pvals.append(f"{proto}: {p_w:.3g} / {'—' if len(common) < 2 else f'{p_t:.3g}'} ({len(common)} seed{'s' if len(common) > 1 else ''})")
+            rows.append([name, {"-": "text only"}.get(seqrec, seqrec), len(ms), f"{cover:.1%}",
+                         f"{trained:.1%}", *cells, ", ".join(str(e) for e in epochs), "; ".join(pvals)])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    md = markdown_table(["variant", "backbone", "seeds", "users with rationale", *(c for _, c in COLUMNS)], rows)
-    (RESULTS / "comparison.md").write_text(md + "\n")
-    (RESULTS / "comparison.json").write_text(json.dumps(out, indent=1) + "\n")
+    md = markdown_table(["row", "backbone", "seeds", "users with rationale", "train targets after a rationale",
+                         *(c for _, c in COLUMNS), "epochs (best/trained)",
+                         "p vs backbone⁺, NDCG@10 (Wilcoxon users / t-test seeds)"], rows)
+    if unfinished:
+        md += "\n\nUnfinished (no early stop yet): " + "; ".join(unfinished) + "."
+    if not_run:
+        md += "\n\nNot run yet (need no rationales): " + "; ".join(not_run) + "."
+    if awaiting:
+        md += "\n\nAwait rationales for every user: " + "; ".join(awaiting) + "."
+    (RESULTS / "study.md").write_text(md + "\n")
+    (RESULTS / "study.json").write_text(json.dumps(out, indent=1) + "\n")
     print(md)
+
+
+def _epochs(run: Path) -> str:
+    """"best/trained" epochs, from the run's CSV log (validation NDCG@10 per epoch)."""
+    import pandas as pd
+
+    csv = run / "csv" / "metrics.csv"
+    if not csv.is_file():
+        return "?"
+    val = pd.read_csv(csv).dropna(subset=["val/ndcg@10"])
+    return f"{int(val.loc[val['val/ndcg@10'].idxmax(), 'epoch']) + 1}/{int(val['epoch'].max()) + 1}"
 
 
 def text(args) -> None:
@@ -298,6 +503,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
     sub.add_parser("export-teacher")
+    p = sub.add_parser("teacher")
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--exclude-last", type=int, default=5)
+    p.add_argument("--export-only", action="store_true", help="export what the store holds; generate nothing")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--retries", type=int, default=1)
     p = sub.add_parser("student")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("overrides", nargs="*")
@@ -306,21 +517,22 @@ def main() -> None:
     p.add_argument("--extra-users", type=int, default=0, help="users beyond the held-out ones")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--retries", type=int, default=1)
-    p = sub.add_parser("compare")
-    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3])
-    p.add_argument("--seqrecs", type=lambda v: v.split(","), default=["sasrec", "gru4rec"])
-    p.add_argument("--variants", type=lambda v: v.split(","), default=[])
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--skip-student", action="store_true", help="only the variants that need no student")
-    p.add_argument("--parallel", type=int, default=1)
-    p = sub.add_parser("table")
-    p.add_argument("--seqrecs", type=lambda v: v.split(","), default=["sasrec", "gru4rec"])
+    for name in ("study", "table"):
+        p = sub.add_parser(name)
+        p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3])
+        p.add_argument("--seqrecs", type=lambda v: v.split(","), default=["sasrec", "gru4rec"])
+        p.add_argument("--only", type=lambda v: v.split(","), default=[], help="strategy keys to run (default all)")
+        p.add_argument("--teacher-exports", type=lambda v: v.split(","), default=[])
+        p.add_argument("--student-exports", type=lambda v: v.split(","), default=[])
+        p.add_argument("--ablation", action="store_true", help="also the reasoning-step ablation (student rationales)")
+        p.add_argument("--max-epochs", type=int, default=1000)
+        p.add_argument("--patience", type=int, default=10)
+        p.add_argument("--parallel", type=int, default=1)
     p = sub.add_parser("text")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--bench-users", type=int, default=8)
     args = parser.parse_args()
-    {"export-teacher": export_teacher, "student": student, "generate": generate, "compare": compare, "table": table,
+    {"export-teacher": export_teacher, "teacher": teacher, "student": student, "generate": generate, "study": study, "table": table,
      "text": text}[args.step](args)
 
 

@@ -70,18 +70,18 @@ class SlimRecModule(SeqRecModule):
         if self.uses["user"] and not getattr(dm, "rationales", None):
             raise ValueError("this SLIM variant reads user rationales, but data.rationales is not set "
                              "(slim.student_rationales=<export> / slim.teacher_rationales=<export>)")
-        tables = {"user": dm.user_text, "item": dm.item_text}
+        tables = {"user": dm.rationale_text, "item": dm.item_text}
         for side, used in self.uses.items():
             if used and tables[side].size(1) != self.text_dim:
                 raise ValueError(f"strategy.text_dim={self.text_dim} but the encoder gives {tables[side].size(1)}-d vectors")
-        self.model.set_text(user_text=tables["user"] if self.uses["user"] else None,
-                            item_text=tables["item"] if self.uses["item"] else None)
+        if self.uses["user"]:  # each rationale with the end of its history window: the leak rule (fusion.py)
+            self.model.set_rationales(dm.rationale_text, dm.rationale_rows, dm.rationale_ends)
+        self.model.set_text(item_text=tables["item"] if self.uses["item"] else None)
         if self.train_encoder and self.encoder is None:
             self.encoder = dm.build_encoder()
             self.encoder.trainable = True
             self.encoder.requires_grad_(True)
-            self._texts = {"user": list(dm.user_texts) or [""] * (dm.num_users + 1),
-                           "item": list(dm.item_texts) or [""] * (self.num_items + 1)}
+            self._texts = {"user": list(dm.rationale_texts), "item": list(dm.item_texts) or [""] * (self.num_items + 1)}
         for key, value in getattr(dm, "coverage", {}).items():  # lands in metrics.json beside the test numbers
             self.eval_results[f"data/{key}"] = float(value) if self.uses["user"] else 0.0
 
@@ -91,20 +91,29 @@ class SlimRecModule(SeqRecModule):
     def _refresh_text(self, users: torch.Tensor | None = None) -> None:
         enc = self.encoder
         item = enc(self._texts["item"]) if self.uses["item"] else None
-        user = None
         if self.uses["user"]:
+            table = self.model.rationales
             if users is None:
-                user = enc(self._texts["user"])
-            else:
-                users = users.unique()
-                user = self.model.user_text.detach().clone()
-                user = user.index_put((users,), enc([self._texts["user"][u] for u in users.tolist()]))
-        self.model.set_text(user_text=user, item_text=item)
+                rows = torch.arange(table.text.size(0), device=table.text.device)
+            else:  # the rationales of the batch's users (row 0 is "none" and stays zero)
+                rows = table.rows[users.clamp(max=table.rows.size(0) - 1)].unique()
+                rows = rows[rows > 0]
+            text = table.text.detach().clone()
+            if len(rows):
+                text = text.index_put((rows,), enc([self._texts["user"][r] for r in rows.tolist()]).to(text))
+            table.set_vectors(text)
+        self.model.set_text(item_text=item)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.encoder is not None:
             self._refresh_text(batch["user"])
-        return super().training_step(batch, batch_idx)
+        # as SeqRecModule's, with the windows' ends: a rationale reaches only targets after its history window
+        hidden, targets = self.model.training_pairs(batch["items"], batch["user"], batch.get("end"))
+        labelled = targets > 0
+        hidden, targets = hidden[labelled], targets[labelled]  # [P, D], [P]
+        loss = self.cross_entropy(hidden, targets) if self.loss_name == "ce" else self.sampled_bce(hidden, targets)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        return loss
 
     def _refresh_for_eval(self) -> None:
         if self.encoder is not None:

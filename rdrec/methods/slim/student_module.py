@@ -9,6 +9,10 @@
   prompt format it was trained on.
 - Loss: token NLL of the rationale and the end-of-sequence token only; prompt and padding positions carry
   label -100 and never enter the loss (``encode_pairs``).
+- Test (the held-out users) also *generates*: with ``generate_tokens > 0`` the student answers each held-out
+  prompt greedily, and the test metrics add the parse rate (answers that ``parser``, the teacher's SLIM
+  parser, splits into three steps) and BLEU-4 / ROUGE-1/2/L F of the answer against the teacher's rationale
+  (``test/parse_rate``, ``test/bleu4``, ``test/rouge{1,2,L}_f``); the answers land in ``generations``.
 - Checkpoints hold the trainable (LoRA) weights only, so a 7B student's checkpoint is megabytes;
   ``merged_model()`` gives a plain HF model with the adapters merged in, which
   ``rdrec.backbones.save.SaveBackbone`` writes for ``rdrec-generate`` to load as a backend.
@@ -72,7 +76,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 class SlimStudentModule(pl.LightningModule):
     def __init__(self, backbone: Backbone, optimizer: Callable[..., torch.optim.Optimizer], lora: dict | None = None,
-                 max_length: int = 512):
+                 max_length: int = 512, parser=None, generate_tokens: int = 0, repetition_penalty: float = 1.1):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -88,6 +92,11 @@ class SlimStudentModule(pl.LightningModule):
         self.strict_loading = False  # checkpoints hold the trainable weights only (on_save_checkpoint)
         self.eval_results: dict[str, float] = {}
         self._sums: dict[str, list[float]] = {}
+        # parser: an object with .parse(text) -> dict that raises on a malformed answer (rdrec.teacher.prompts.SlimFamily)
+        self.parser, self.generate_tokens, self.repetition_penalty = parser, int(generate_tokens), repetition_penalty
+        if self.generate_tokens and parser is None:
+            raise ValueError("strategy.generate_tokens > 0 needs strategy.parser (the teacher's SLIM prompt family)")
+        self.generations: list[dict] = []
 
     @classmethod
     def monitorable_keys(cls, protocols: dict, ks=(), mrr_k: int | None = None) -> set[str]:
@@ -111,6 +120,52 @@ class SlimStudentModule(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._accumulate("test", batch)
+        if self.generate_tokens:
+            for user, prompt, target, text in zip(batch["user"].tolist(), batch["prompt"], batch["target"],
+                                                  self.generate(batch["prompt"])):
+                self.generations.append({"user": user, "prompt": prompt, "teacher": target, "student": text,
+                                         "parsed": self._parses(text)})
+
+    def _parses(self, text: str) -> bool:
+        try:
+            self.parser.parse(text)
+        except Exception:  # the parser's ParseError or any malformed answer
+            return False
+        return True
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str]) -> list[str]:
+        """Greedy answers to ``prompts`` (left-padded batch, rendered as in training)."""
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids = [tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"][-(self.max_length // 2):] for p in prompts]
+        width = max(len(i) for i in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, i in enumerate(ids):
+            input_ids[r, width - len(i):] = torch.tensor(i)
+            mask[r, width - len(i):] = 1
+        was = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=self.generate_tokens, do_sample=False,
+                                      repetition_penalty=self.repetition_penalty, pad_token_id=pad)
+        finally:
+            self.model.train(was)
+        return [tok.decode(o[width:], skip_special_tokens=True).strip() for o in out]
+
+    def _generation_metrics(self) -> dict[str, float]:
+        from torchmetrics.text import BLEUScore
+        from torchmetrics.text.rouge import ROUGEScore
+
+        gens = self.generations
+        preds, refs = [g["student"] for g in gens], [g["teacher"] for g in gens]
+        out = {"test/parse_rate": sum(g["parsed"] for g in gens) / len(gens), "test/answers": float(len(gens)),
+               "test/bleu4": float(BLEUScore(n_gram=4, smooth=True)(preds, [[r] for r in refs]))}
+        rouge = ROUGEScore(rouge_keys=("rouge1", "rouge2", "rougeL"))(preds, refs)
+        out.update({f"test/{k}_f": float(rouge[f"{k}_fmeasure"]) for k in ("rouge1", "rouge2", "rougeL")})
+        return out
 
     def _accumulate(self, stage: str, batch: dict) -> None:
         loss, tokens = self(batch)
@@ -121,6 +176,9 @@ class SlimStudentModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._finish("val")
 
+    def on_test_epoch_start(self) -> None:
+        self.generations = []
+
     def on_test_epoch_end(self) -> None:
         self._finish("test")
 
@@ -129,6 +187,10 @@ class SlimStudentModule(pl.LightningModule):
         total, tokens = self._sync(total, tokens)
         nll = total / max(tokens, 1)
         results = {f"{stage}/loss": nll, f"{stage}/perplexity": math.exp(min(nll, 50.0)), f"{stage}/tokens": float(tokens)}
+        if stage == "test" and self.generations:
+            results.update(self._generation_metrics())
+            for g in self.generations[:3]:
+                print(f"student (user {g['user']}, parsed={g['parsed']}):\n{g['student']}\n", flush=True)
         self.eval_results.update(results)
         self.log_dict(results, sync_dist=False)
 

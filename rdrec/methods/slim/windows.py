@@ -1,0 +1,54 @@
+"""Which history a SLIM rationale was written from, and so where in training it may be fused (the leak rule).
+
+A rationale is written from a window of one user's training sequence that ends at ``window_end`` (the number
+of training items before the window's end: the history is ``seq[window_end - history_len : window_end]``). It
+may be fused only where the recommender predicts an item *after* that window: at a training target whose
+0-based index in the user's training sequence is ``>= window_end``, and at validation/test, whose targets lie
+after the whole training sequence. A rationale that names or describes a training item can therefore never be
+shown to the model while it learns to predict that item.
+
+Window ends of an export, per user, in this order of precedence:
+
+1. a ``window_end`` column in the ``slim_users`` table (an export that records it);
+2. ``slim_window: {exclude_last: k}`` in the export's ``meta.json``: the prompt showed the training sequence
+   cut ``k`` items short (``experiments/slim/run.py teacher --exclude-last k``): ``window_end = len(seq) - k``;
+3. otherwise the SlimFamily default (``rdrec/teacher/prompts.py``: the latest ``history_len`` training items):
+   ``window_end = len(seq)``, whatever ``history_len`` was. Such a rationale is never fused at a training
+   position, only at validation/test.
+
+Unparsed answers (``failures``) follow the same rule as parsed ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rdrec.errors import DataError
+
+
+def window_ends(export_dir: str | Path, sequences, users) -> dict[int, int]:
+    """``{user: window_end}`` for ``users`` of the export at ``export_dir``; ``sequences[u]`` is user ``u``'s
+    training sequence (``TrainView.sequences``)."""
+    from rdrec.teacher.export import load
+
+    export_dir = Path(export_dir)
+    meta_path = export_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    window = meta.get("slim_window") or {}
+    k = window.get("exclude_last", 0)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise DataError(path=meta_path, field="slim_window.exclude_last", expected="an integer >= 0", got=repr(k))
+    recorded: dict[int, int] = {}
+    table = load(export_dir)["slim_users"]
+    if "window_end" in table.column_names:
+        recorded = {int(u): int(e) for u, e in zip(table["user"], table["window_end"])}
+    out = {}
+    for user in users:
+        n = len(sequences[int(user)])
+        end = recorded.get(int(user), max(n - k, 0))
+        if not 0 <= end <= n:
+            raise DataError(path=export_dir / "tables" / "slim_users", field="window_end",
+                            expected=f"0..{n} (user {user}'s training length)", got=end)
+        out[int(user)] = end
+    return out
