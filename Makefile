@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create and reuse .venv.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build lies on this machine's disk; GPU users override, e.g. `make TORCH_SPEC="torch==2.13.0" ...`
+# A CPU build is assumed; GPU users override, e.g. `make TORCH_SPEC="torch==2.13.0" ...`
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -1,7 +1,7 @@
 """Seconds per DELRec training step and per evaluated user, before and after the cheaper step, in one process on the
 same inputs (old and new interleaved, so load changes hit both alike).
 
-    RDREC_DATA_DIR=/work/main/data taskset -c 1 env OMP_NUM_THREADS=1 python experiments/delrec/bench_step.py
+    RDREC_DATA_DIR=data taskset -c 1 env OMP_NUM_THREADS=1 python experiments/delrec/bench_step.py
 
 Before: the model's own loss (``lm(**inputs).loss``: full-vocabulary logits at every position) and the scorer that
 encodes the prompt, keeps its logits at every position, and repeats the key/value cache per candidate. After:

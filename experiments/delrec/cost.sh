@@ -1,5 +1,5 @@
 #!/bin/bash
-# Cost of each DELRec stage on this machine with the shipped SmolLM2-135M-Instruct on ml-100k, at the strategies'
+# Cost of each DELRec stage on 2 CPU cores with the shipped SmolLM2-135M-Instruct on ml-100k, at the strategies'
 # default (paper-like) settings: 100 soft tokens, K = 20 candidates, 10 history titles, batch 4; 4 optimizer
 # steps per stage, 8 evaluated users. Seconds per step: the module's `train/seconds_per_step` (median) in
 # <run>/csv/metrics.csv; peak memory: GNU time's maximum resident set size in <stage>.log.

@@ -1,7 +1,7 @@
 """Learning-rate sweep on the planted-rule probe (``rdrec.methods.delrec.probe``) with SmolLM2-135M-Instruct: how far
 each stage gets in a CPU-length run, per learning rate.
 
-    RDREC_DATA_DIR=/work/main/data taskset -c 1 env OMP_NUM_THREADS=1 \\
+    RDREC_DATA_DIR=data taskset -c 1 env OMP_NUM_THREADS=1 \\
         python experiments/delrec/probe_sweep.py --stage 2 --lrs 5e-4 5e-3 --steps 30
 
 Stage 2: ``DelRecModule`` with the strategy config's AdaLoRA options (schedule sized to ``--steps``), a frozen random

@@ -1,4 +1,4 @@
-"""Throughput of the RDRec/POD student on this machine: training samples/s and decoding users/s.
+"""Throughput of the RDRec/POD student on CPU: training samples/s and decoding users/s.
 
 Builds the datamodule and student exactly as `rdrec-train` does from an experiment config, then times
 `--train-batches` optimizer steps on the task mixture, and the two scorers of the shared evaluator on

