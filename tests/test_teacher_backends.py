@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 import zipfile
 
 import pytest
@@ -15,7 +14,7 @@ from rdrec.teacher.backends.vllm import VLLMBackend
 from rdrec.backbones import shipped as weights
 from rdrec.utils.integrity import seal_dir
 from rdrec.utils.pypi import extract_members, sha256_file
-from tests.test_teacher_fixtures import teacher_model
+from tests.test_teacher_fixtures import fake_vllm, teacher_model
 
 
 def test_vllm_is_imported_only_when_used_and_gets_per_prompt_seeds(monkeypatch):
@@ -27,27 +26,7 @@ def test_vllm_is_imported_only_when_used_and_gets_per_prompt_seeds(monkeypatch):
 
     calls = {}
 
-    class SamplingParams:
-        def __init__(self, **kw):
-            self.kw = kw
-
-    class Tokenizer:
-        def apply_chat_template(self, chat, tokenize, add_generation_prompt):
-            return "|".join(m["content"] for m in chat) + "|assistant:"
-
-    class LLM:
-        def __init__(self, model, **kw):
-            calls["engine"] = {"model": model, **kw}
-
-        def get_tokenizer(self):
-            return Tokenizer()
-
-        def generate(self, texts, sampling_params, use_tqdm):
-            calls["generate"] = (texts, [p.kw for p in sampling_params])
-            out = lambda t: types.SimpleNamespace(text=f" answer to {t} ", token_ids=[1, 2, 3], finish_reason="stop")
-            return [types.SimpleNamespace(prompt_token_ids=[0] * 5, outputs=[out(t)]) for t in texts]
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    fake_vllm(monkeypatch, calls, lambda t: f" answer to {t} ")
     backend = VLLMBackend("meta-llama/Llama-2-7b-chat-hf", tensor_parallel_size=4, max_model_len=4096)
     gens = backend.generate([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], [7, 8],
                             GenerationParams(max_new_tokens=9, do_sample=False))

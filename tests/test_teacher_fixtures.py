@@ -111,3 +111,32 @@ def real_smollm2_dir() -> Path | None:
 
 teacher_model = pytest.mark.teacher_model  # needs the shipped SmolLM2 (converted copy present)
 llama_server = pytest.mark.llama_server  # needs llama-cpp-python[server] and the shipped GGUF
+
+
+def fake_vllm(monkeypatch, calls: dict, answer, token_ids=(1, 2, 3)):
+    """Install a stand-in ``vllm`` module (no GPU here): its engine records the engine arguments and each
+    ``generate`` call in ``calls`` and answers every prompt text ``t`` with ``answer(t)``."""
+    import sys
+    import types
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class Tokenizer:
+        def apply_chat_template(self, chat, tokenize, add_generation_prompt):
+            return "|".join(m["content"] for m in chat) + "|assistant:"
+
+    class LLM:
+        def __init__(self, model, **kw):
+            calls["engine"] = {"model": model, **kw}
+
+        def get_tokenizer(self):
+            return Tokenizer()
+
+        def generate(self, texts, sampling_params, use_tqdm):
+            calls["generate"] = (texts, [p.kw for p in sampling_params])
+            out = lambda t: types.SimpleNamespace(text=answer(t), token_ids=list(token_ids), finish_reason="stop")  # noqa: E731
+            return [types.SimpleNamespace(prompt_token_ids=[0] * 5, outputs=[out(t)]) for t in texts]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))

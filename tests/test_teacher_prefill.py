@@ -7,10 +7,7 @@ and its continuation."""
 from __future__ import annotations
 
 import json
-import sys
-import threading
-import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import pytorch_lightning as pl
@@ -23,7 +20,8 @@ from rdrec.teacher.generator import RetryPolicy
 from rdrec.teacher.prompts import ParseError, Subset
 from rdrec.teacher.runner import run_generation
 from rdrec.teacher.store import RationaleStore
-from tests.test_teacher_fixtures import families, synthetic_prepared, tiny_lm  # noqa: F401
+from tests.test_teacher_fixtures import fake_vllm, families, synthetic_prepared, tiny_lm  # noqa: F401
+from tests.test_teacher_openai import _Server as LoopbackServer
 
 OPENING = "1. The user prefers"
 CHAT = [{"role": "system", "content": "You explain."}, {"role": "user", "content": "Movies: Heat (Action)"},
@@ -142,7 +140,7 @@ def _run(prepared, tmp_path, backend, families, **kw):
 
 
 # ---- OpenAI-compatible servers -------------------------------------------------------------------------------------
-class PrefillServer:
+class PrefillServer(LoopbackServer):
     """An OpenAI-compatible server on loopback that continues like a real one: chat with
     `continue_final_message` (vLLM serve) answers only the continuation of the final assistant message; the
     completions endpoint continues the prompt string; a chat without it starts a fresh answer."""
@@ -187,17 +185,8 @@ class PrefillServer:
                 self.end_headers()
                 self.wfile.write(out)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.url += "/v1"
 
 
 def test_openai_continue_final_message_returns_the_whole_answer_and_sends_stop_strings():
@@ -255,28 +244,7 @@ def test_openai_prefill_is_stored_whole_through_rdrec_generate(tmp_path):
 def test_vllm_appends_the_opening_after_the_generation_prompt_and_passes_stop_strings(monkeypatch):
     calls = {}
 
-    class SamplingParams:
-        def __init__(self, **kw):
-            self.kw = kw
-
-    class Tokenizer:
-        def apply_chat_template(self, chat, tokenize, add_generation_prompt):
-            return "|".join(m["content"] for m in chat) + "|assistant:"
-
-    class LLM:
-        def __init__(self, model, **kw):
-            pass
-
-        def get_tokenizer(self):
-            return Tokenizer()
-
-        def generate(self, texts, sampling_params, use_tqdm):
-            calls["generate"] = (texts, [p.kw for p in sampling_params])
-            out = types.SimpleNamespace(text=" calm dramas.\n2. The item's attributes are slow.", token_ids=[1, 2],
-                                        finish_reason="stop")
-            return [types.SimpleNamespace(prompt_token_ids=[0] * 5, outputs=[out]) for _ in texts]
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    fake_vllm(monkeypatch, calls, lambda t: " calm dramas.\n2. The item's attributes are slow.", token_ids=(1, 2))
     gens = VLLMBackend("m").generate([CHAT], [7], GenerationParams(max_new_tokens=9, do_sample=False), stop=Stop(2))
     texts, params = calls["generate"]
     assert texts == ["You explain.|Movies: Heat (Action)|assistant:" + OPENING]
