@@ -293,7 +293,6 @@ def main() -> None:
     if args.merge and chats_file.exists() and json.loads(chats_file.read_text()) != chats:
         raise SystemExit("--merge needs the same prompts as the runs already in --out")
     chats_file.write_text(json.dumps(chats))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     runs = []
     plan = []
     for c in args.contenders.split(","):
@@ -302,19 +301,10 @@ def main() -> None:
         else:
             plan.append((c, 1))
     for name, bs in plan:
-        cmd = ["taskset", "-c", str(args.core), sys.executable, __file__, "--worker", name, "--batch-size", str(bs),
-               "--max-new-tokens", str(args.max_new_tokens), "--data-dir", str(data_dir), "--core", str(args.core)]
-        print(f"running {name} (batch {bs}) pinned to core {args.core} …", flush=True)
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(f"  {name} failed: {proc.stderr[-1500:]}", flush=True)
-            runs.append({"contender": name, "batch_size": bs, "error": proc.stderr[-500:]})
-            continue
-        res = json.loads(line[7:])
-        res.update(contender=name, batch_size=bs, tokens_per_s=res["tokens"] / res["seconds"],
-                   finished_at=time.strftime("%H:%M:%S"), load_average_1min=os.getloadavg()[0])
-        print(f"  {res['tokens']} tokens in {res['seconds']:.1f} s = {res['tokens_per_s']:.1f} tokens/s", flush=True)
+        res = _worker(args, data_dir, name, bs)
+        if "error" not in res:
+            res["tokens_per_s"] = res["tokens"] / res["seconds"]
+            print(f"  {res['tokens']} tokens in {res['seconds']:.1f} s = {res['tokens_per_s']:.1f} tokens/s", flush=True)
         runs.append(res)
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())["runs"]
