@@ -56,6 +56,15 @@ def remove_dead_staging(directory: str | Path) -> list[Path]:
     return removed
 
 
+def _staging_dir(beside: Path) -> Path:
+    """A fresh staging directory beside ``beside``, after removing those that dead writers left there."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(beside.parent)
+    tmp = staging_path(beside)
+    tmp.mkdir(mode=0o755)
+    return tmp
+
+
 @contextmanager
 def atomic_dir(final: str | Path, seal: bool = False) -> Iterator[Path]:
     """Yield a staging dir beside ``final``; on success it replaces ``final`` by a rename, on error it is removed.
@@ -63,10 +72,7 @@ def atomic_dir(final: str | Path, seal: bool = False) -> Iterator[Path]:
     ``seal``: write ``CHECKSUMS.sha256`` (every file's sha256) last, for :func:`rdrec.utils.integrity.verify_dir`.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(final.parent)
-    tmp = staging_path(final)
-    tmp.mkdir(mode=0o755)
+    tmp = _staging_dir(final)
     try:
         yield tmp
         if seal:
@@ -85,11 +91,7 @@ def atomic_dir(final: str | Path, seal: bool = False) -> Iterator[Path]:
 def scratch_dir(beside: str | Path) -> Iterator[Path]:
     """A work dir named as staging beside ``beside`` (a download, an assembly), always removed afterwards; one
     left by a killed process is removed by the next writer into the same directory."""
-    beside = Path(beside)
-    beside.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(beside.parent)
-    tmp = staging_path(beside)
-    tmp.mkdir(mode=0o755)
+    tmp = _staging_dir(Path(beside))
     try:
         yield tmp
     finally:
