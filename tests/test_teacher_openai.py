@@ -50,6 +50,15 @@ class _Server:
         self.httpd.server_close()
 
 
+def send_json(handler: BaseHTTPRequestHandler, payload: dict, status: int = 200) -> None:
+    out = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(out)))
+    handler.end_headers()
+    handler.wfile.write(out)
+
+
 class EchoOpenAI(_Server):
     """A small OpenAI-compatible chat server: a deterministic RDRec/SLIM-style answer from (messages, seed)."""
 
@@ -73,13 +82,8 @@ class EchoOpenAI(_Server):
                 if body.get("continue_final_message") and last["role"] == "assistant":  # as vLLM serve does
                     assert text.startswith(last["content"])
                     text = text[len(last["content"]):]
-                out = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                                  "usage": {"prompt_tokens": len(words), "completion_tokens": 17}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                send_json(self, {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                                 "usage": {"prompt_tokens": len(words), "completion_tokens": 17}})
 
         super().__init__(Handler)
 

@@ -21,7 +21,7 @@ from rdrec.teacher.prompts import ParseError, Subset
 from rdrec.teacher.runner import run_generation
 from rdrec.teacher.store import RationaleStore
 from tests.test_teacher_fixtures import fake_vllm, families, synthetic_prepared, tiny_lm  # noqa: F401
-from tests.test_teacher_openai import _Server as LoopbackServer
+from tests.test_teacher_openai import _Server as LoopbackServer, send_json
 
 OPENING = "1. The user prefers"
 CHAT = [{"role": "system", "content": "You explain."}, {"role": "user", "content": "Movies: Heat (Action)"},
@@ -178,12 +178,7 @@ class PrefillServer(LoopbackServer):
                         choice["text"] = value
                     else:
                         choice["message"]["content"] = value
-                out = json.dumps({"choices": [choice], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                send_json(self, {"choices": [choice], "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
 
         super().__init__(Handler)
         self.url += "/v1"
