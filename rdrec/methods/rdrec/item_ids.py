@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 
 from rdrec.data.cache import stable_hash
 from rdrec.data.prepared import TrainView
+from rdrec.utils.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -317,16 +317,17 @@ def load_or_build(view: TrainView, fingerprint: str, cache_dir: str | Path | Non
     key = stable_hash({"v": FORMAT_VERSION, "scheme": scheme, "seed": int(seed), **used})[:16]
     path = Path(cache_dir) / "item_ids" / fingerprint / f"{scheme}-{key}.npy" if cache_dir and fingerprint else None
     if path is not None and path.is_file():
-        codes = np.load(path)
-        if len(codes) == view.num_items + 1:
-            return ItemIds(scheme, codes)
+        try:
+            codes = np.load(path)
+        except (OSError, ValueError) as err:  # a damaged cache is rebuilt, not trusted
+            log.warning("item_ids: %s is unreadable (%s); rebuilding it", path, err)
+        else:
+            if len(codes) == view.num_items + 1:
+                return ItemIds(scheme, codes)
     ids = build_item_ids(view, scheme, seed=int(seed), embed=embed, **used)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        with open(staging, "wb") as f:
+        with atomic_file(path, "wb", encoding=None) as f:
             np.save(f, ids.codes)
-        os.replace(staging, path)
     log.info("item_ids=%s: %d items, %d code positions, %d new tokens%s", scheme, ids.num_items, ids.length,
              len(ids.new_tokens()), " (LEAKY: P5 numbering)" if ids.leaky else "")
     return ids
