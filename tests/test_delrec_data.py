@@ -81,7 +81,7 @@ def test_eval_lists_hold_target_sr_items_and_randoms_persisted(tmp_path, sr_run)
 def test_training_examples_come_from_the_training_view(tmp_path, sr_run):
     dm = _datamodule(tmp_path, sr_run)
     view = dm.train_view
-    examples = dm.build_train_examples().examples
+    examples = dm.build_train_examples().rows
     users = [u for u, seq in enumerate(view.sequences) if len(seq) >= 2]
     assert len(examples) == len(users)
     for example, user in zip(examples, users):
@@ -99,7 +99,7 @@ def test_training_examples_come_from_the_training_view(tmp_path, sr_run):
 def test_stage1_examples_ta_and_rps_targets(tmp_path, sr_run):
     dm = _datamodule(tmp_path, sr_run, task="stage1")
     view = dm.train_view
-    examples = dm.build_train_examples().examples
+    examples = dm.build_train_examples().rows
     users = [u for u, seq in enumerate(view.sequences) if len(seq) >= 3]
     model = load_sr_model(sr_run, view.num_items, view.num_users)
     sr_first = predict_topk(model, [view.sequences[u][:-1] for u in users], 1, 20)[:, 0]
@@ -172,7 +172,7 @@ def test_a_personalised_teacher_caser_gets_each_prefix_owners_user_id(tmp_path):
     (run / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     dm = _datamodule(tmp_path, run, task="stage1")
-    examples = dm.build_train_examples().examples  # used to fail: Caser needs the users
+    examples = dm.build_train_examples().rows  # used to fail: Caser needs the users
     view = dm.train_view
     users = [u for u, seq in enumerate(view.sequences) if len(seq) >= 3]
     model = load_sr_model(run, view.num_items, view.num_users)

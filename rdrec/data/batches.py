@@ -37,6 +37,19 @@ def right_pad(seqs: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+class Rows(Dataset):
+    """A dataset over a list of already-built examples (dicts); subclasses say how to ``collate`` them."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+
 class TrainSequences(Dataset):
     """Training windows of up to ``max_len + 1`` items cut from the end of each user's training sequence.
 

@@ -18,8 +18,9 @@ import logging
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from rdrec.data.batches import Rows
 from rdrec.data.candidates import load_or_create
 from rdrec.data.datamodule import SeqRecDataModule
 from rdrec.methods.delrec.candidates import KIND, load_or_create_sr_lists, training_candidates
@@ -31,17 +32,8 @@ log = logging.getLogger(__name__)
 TASKS = ("rec", "stage1")
 
 
-class PromptExamples(Dataset):
+class PromptExamples(Rows):
     """A list of examples; ``collate`` stacks their fields (strings stay lists, ints become tensors)."""
-
-    def __init__(self, examples: list[dict]):
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.examples[index]
 
     @staticmethod
     def collate(rows: list[dict]) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from rdrec.data.batches import Rows
 from rdrec.data.datamodule import SeqRecDataModule
 from rdrec.methods.slim.texts import STEPS
 from rdrec.teacher.export import load
@@ -35,15 +36,8 @@ def split_users(users, valid: int, heldout: int, seed: int) -> dict[str, list[in
             "train": picked[heldout + valid:]}  # train keeps the permuted order: max_samples takes a random subset
 
 
-class DistillPairs(torch.utils.data.Dataset):
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.rows[index]
+class DistillPairs(Rows):
+    """(user, simplified prompt, teacher rationale) rows."""
 
     @staticmethod
     def collate(rows: list[dict]) -> dict:
