@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -324,14 +323,11 @@ class KeyEchoServer:
     """An OpenAI-compatible server that refuses every request with a 401 whose body echoes the credentials."""
 
     def __init__(self):
-        from tests.test_teacher_openai import _Server
+        from tests.test_teacher_openai import QuietHandler, _Server
 
         seen = self.auth = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 auth = self.headers.get("Authorization", "")

@@ -50,6 +50,13 @@ class _Server:
         self.httpd.server_close()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean (no access log)."""
+
+    def log_message(self, *a):
+        pass
+
+
 def send_json(handler: BaseHTTPRequestHandler, payload: dict, status: int = 200) -> None:
     out = json.dumps(payload).encode()
     handler.send_response(status)
@@ -65,10 +72,7 @@ class EchoOpenAI(_Server):
     def __init__(self):
         seen = self.requests = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path != "/v1/chat/completions":
@@ -97,11 +101,8 @@ class FaultProxy(_Server):
         host, port = upstream.replace("http://", "").split(":")
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))

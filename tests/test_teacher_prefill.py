@@ -7,7 +7,6 @@ and its continuation."""
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 import pytorch_lightning as pl
@@ -21,7 +20,7 @@ from rdrec.teacher.prompts import ParseError, Subset
 from rdrec.teacher.runner import run_generation
 from rdrec.teacher.store import RationaleStore
 from tests.test_teacher_fixtures import fake_vllm, families, synthetic_prepared, tiny_lm  # noqa: F401
-from tests.test_teacher_openai import _Server as LoopbackServer, send_json
+from tests.test_teacher_openai import QuietHandler, _Server as LoopbackServer, send_json
 
 OPENING = "1. The user prefers"
 CHAT = [{"role": "system", "content": "You explain."}, {"role": "user", "content": "Movies: Heat (Action)"},
@@ -151,10 +150,7 @@ class PrefillServer(LoopbackServer):
         seen = self.requests = []
         answer = self.ANSWER
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 seen.append({"path": self.path, "body": body})
