@@ -26,6 +26,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from rdrec.errors import DataError
 from rdrec.utils.atomic import atomic_dir
 
 TABLES = ("rdrec_interactions", "rdrec_users", "rdrec_items", "rdrec_item_rationales", "rdrec_user_rationales",
@@ -107,3 +108,23 @@ def load(out_dir: str | Path) -> datasets.DatasetDict:
         else datasets.Dataset.from_dict({c: [] for c in FEATURES[name]}, features=FEATURES[name])
         for name in TABLES
     })
+
+
+def load_checked(out_dir: str | Path, fingerprint: str) -> tuple[datasets.DatasetDict, dict]:
+    """The exported tables and ``meta.json`` of a rationale export, after checking that it was generated for the
+    prepared dataset with this ``fingerprint`` (the same split, the same ids): the one loader every method uses."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if not meta_path.is_file():
+        raise DataError("not a rationale export (no meta.json); make one with `rdrec-generate` and point the "
+                        "config at its export directory", path=out_dir)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"broken JSON: {err}", path=meta_path) from None
+    if meta.get("fingerprint") != fingerprint:
+        raise DataError("the rationales were generated for another split of the data (other ids); regenerate them "
+                        "or use the same data.split settings", path=meta_path, field="fingerprint",
+                        expected=str(fingerprint)[:16], got=str(meta.get("fingerprint"))[:16])
+    return load(out_dir), meta
+

@@ -1,7 +1,7 @@
 """DataModule of the RDRec/POD student: multi-task text batches for training, text-encoded evaluation batches.
 
 Training examples come from ``train_view()`` and, for RDRec, from the teacher's rationale export
-(:func:`rdrec.teacher.export.load`), checked to belong to this exact split (dataset fingerprint) and to training
+(:func:`rdrec.teacher.export.load_checked`), checked to belong to this exact split (dataset fingerprint) and to training
 interactions only. Evaluation batches are the shared ones (history, target, seen items, candidate lists) plus
 the sequential-task input the student reads. Items are written through the ``item_ids`` scheme
 (rdrec.methods.rdrec.item_ids: built from the training view, cached by the split's fingerprint); its new tokens, if
@@ -11,7 +11,6 @@ on first use; the student builds its model from it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from rdrec.errors import DataError
 from rdrec.data.prepared import TrainView
 from rdrec.methods.rdrec.item_ids import DIGIT_SCHEMES, ItemIds, load_or_build
 from rdrec.methods.rdrec.tasks import DEFAULT_TEMPLATES, TASKS, TaskMixture, TextEncoder, sequential_source
+from rdrec.teacher.export import load_checked
 
 log = logging.getLogger(__name__)
 
@@ -161,24 +161,14 @@ def load_rationales(path: str | Path, fingerprint: str, view: TrainView) -> pd.D
     When the export has user- or item-level sentences (tables ``rdrec_user_rationales``, ``rdrec_item_rationales``:
     ``rdrec-generate +coverage=full``), every training interaction without its own sentence gets its user's
     preference and its item's attributes from them (an interaction's own sentences come first)."""
-    from rdrec.teacher.export import load
-
     path = Path(path)
-    meta_file = path / "meta.json"
-    if not meta_file.is_file():
-        raise DataError("not a rationale export (no meta.json); run `rdrec-generate` and point data.rationales at "
-                        "its export directory", path=path)
-    meta = json.loads(meta_file.read_text())
-    if meta.get("fingerprint") != fingerprint:
-        raise DataError("rationales were generated for another split (ids differ between splits)", path=meta_file,
-                        field="fingerprint", expected=fingerprint, got=meta.get("fingerprint"))
-    frame = load(path)["rdrec_interactions"].to_pandas()[["user", "item", "user_preference", "item_attribute"]]
+    tables, _ = load_checked(path, fingerprint)
+    frame = tables["rdrec_interactions"].to_pandas()[["user", "item", "user_preference", "item_attribute"]]
     train_pairs = {(u, int(i)) for u, seq in enumerate(view.sequences) for i in seq}
     for row, (u, i) in enumerate(zip(frame["user"].tolist(), frame["item"].tolist())):
         if (int(u), int(i)) not in train_pairs:
             raise DataError("rationale for an interaction that is not in the training split", path=path / "tables",
                             line=row, field="user/item", expected="a training interaction", got=(u, i))
-    tables = load(path)
     by_user = dict(zip(tables["rdrec_user_rationales"]["user"], tables["rdrec_user_rationales"]["user_preference"]))
     by_item = dict(zip(tables["rdrec_item_rationales"]["item"], tables["rdrec_item_rationales"]["item_attribute"]))
     for n, key in enumerate(by_user):

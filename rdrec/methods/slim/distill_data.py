@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from rdrec.data.batches import Rows
 from rdrec.data.datamodule import SeqRecDataModule
 from rdrec.methods.slim.texts import STEPS
-from rdrec.teacher.export import load
+from rdrec.teacher.export import load_checked
 
 
 def split_users(users, valid: int, heldout: int, seed: int) -> dict[str, list[int]]:
@@ -62,10 +62,7 @@ class SlimDistillDataModule(SeqRecDataModule):
         super().setup(stage)
         if self.pairs:
             return
-        from rdrec.methods.slim.texts import load_rationales  # checks the export's fingerprint against this split
-
-        load_rationales(self.teacher, self.dataset)
-        table = load(self.teacher)["slim_users"]
+        table = load_checked(self.teacher, self.dataset.fingerprint)[0]["slim_users"]
         rows = {int(r["user"]): {"user": int(r["user"]), "prompt": r["student_prompt"], "target": r[self.target_column]}
                 for r in table}
         self.user_split = split_users(rows, self.valid_users, self.heldout_users, self.split_seed)

@@ -23,6 +23,7 @@ import torch
 
 from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset, TrainView
+from rdrec.teacher.export import load_checked
 from rdrec.utils.atomic import atomic_file
 
 log = logging.getLogger(__name__)
@@ -62,24 +63,12 @@ def load_rationales(export_dir: str | Path, prepared: PreparedDataset, field: st
     ``unparsed``: users whose answer never parsed into three steps (the export's ``failures``) get their last
     raw answer as the whole rationale: it is still the model's reasoning about the user, just not split into
     steps, so only ``field="rationale"`` can use it."""
-    from rdrec.teacher.export import load
-
     if str(field) not in STEPS:
         raise ValueError(f"rationale step: expected one of {sorted(STEPS)}, got {field!r}")
     column = STEPS[str(field)]
     export_dir = Path(export_dir)
-    meta_path = export_dir / "meta.json"
-    if not meta_path.is_file():
-        raise DataError("not a rationale export (no meta.json); make one with rdrec-generate", path=export_dir)
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"broken JSON: {err}", path=meta_path) from None
-    if meta.get("fingerprint") != prepared.fingerprint:
-        raise DataError("the rationales were generated for another split of the data (other ids); regenerate them "
-                        "or use the same data.split settings", path=meta_path, field="fingerprint",
-                        expected=prepared.fingerprint[:16], got=str(meta.get("fingerprint"))[:16])
-    table = load(export_dir)["slim_users"]
+    tables, _ = load_checked(export_dir, prepared.fingerprint)
+    table = tables["slim_users"]
     out: dict[int, str] = {}
     for n, row in enumerate(table):
         user = int(row["user"])
@@ -90,7 +79,7 @@ def load_rationales(export_dir: str | Path, prepared: PreparedDataset, field: st
     if unparsed:
         if column != "rationale":
             raise ValueError(f"unparsed rationales have no steps: use rationale_step=all, not {field!r}")
-        for row in load(export_dir)["failures"]:
+        for row in tables["failures"]:
             user = int(row["user"])
             if row["family"] == "slim" and user not in out and 1 <= user <= prepared.num_users and row["text"]:
                 out[user] = str(row["text"])
