@@ -13,7 +13,8 @@ from rdrec.teacher.backends.base import GenerationParams
 from rdrec.teacher.backends.vllm import VLLMBackend
 from rdrec.backbones import shipped as weights
 from rdrec.utils.integrity import seal_dir
-from rdrec.utils.pypi import extract_members, sha256_file
+from rdrec.utils.integrity import sha256_file
+from rdrec.utils.pypi import extract_members
 from tests.test_teacher_fixtures import fake_vllm, teacher_model
 
 

