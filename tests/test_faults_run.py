@@ -123,6 +123,36 @@ def test_two_trainings_told_to_share_one_run_directory_one_refuses(tmp_path):
     assert OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml").seed == seed
 
 
+def _claim_at(run_dir: str, at: float, barrier) -> str:
+    from rdrec.utils import rundir
+
+    time.sleep(max(0.0, at - time.time()))
+    try:
+        rundir.claim(run_dir)
+        result = "won"
+    except rundir.RunDirError as err:
+        result = str(err)
+    barrier.wait(timeout=60)  # every claimant stays alive until all have tried
+    return result
+
+
+def test_simultaneous_claims_of_one_directory_have_exactly_one_winner(tmp_path):
+    # the marker is created whole (a hard link of a written file): a second claim never reads it empty and takes
+    # it for a dead run's (CI once saw both runs pass the claim, then the loser's config overwrite the winner's)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for attempt in range(5):
+        run_dir = tmp_path / f"run{attempt}"
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(6)
+            with ctx.Pool(6) as pool:
+                results = pool.starmap(_claim_at, [(str(run_dir), time.time() + 0.5, barrier)] * 6)
+        assert results.count("won") == 1, results
+        assert all("in use by another run" in r for r in results if r != "won"), results
+        assert not list(run_dir.glob("*.tmp"))
+
+
 def test_results_writer_refuses_a_directory_another_run_owns(tmp_path):
     from rdrec.utils import rundir
     from rdrec.utils.report import write_metrics

@@ -49,8 +49,8 @@ def claim(run_dir: str | Path, resume: bool = False) -> str:
     job = {"id": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = run_dir / MARKER
-    try:  # the common case: a fresh directory; O_EXCL makes two simultaneous claims race safely
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:  # the common case: a fresh directory; two simultaneous claims race safely (see _create_whole)
+        _create_whole(path, json.dumps(job) + "\n")
     except FileExistsError:
         other = read_marker(run_dir) or {}
         if (other.get("host") == job["host"] and isinstance(other.get("pid"), int) and other["pid"] != job["pid"]
@@ -66,11 +66,27 @@ def claim(run_dir: str | Path, resume: bool = False) -> str:
         if resume:
             job["resumes"] = other.get("id")
         atomic_write_text(path, json.dumps(job) + "\n")
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(job) + "\n")
     _OWN[str(run_dir.resolve())] = job["id"]
     return job["id"]
+
+
+def _create_whole(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, or raise ``FileExistsError``; no reader ever sees it empty or half
+    written. (Creating it with O_EXCL and writing after left a moment in which a second claim read an empty
+    marker, took it for a dead run's and took the directory over.) The text goes to a private file first, which
+    is then hard-linked to ``path``: a link, like O_EXCL, fails when ``path`` exists."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: O_EXCL, then the write (the old, narrower race)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_owner(run_dir: str | Path) -> None:
