@@ -22,9 +22,31 @@ def test_transition_counts_score_what_followed_the_last_item_with_popularity_bre
     assert scores[1].tolist() == pytest.approx([-np.inf, 0.75, 0.5, 0.5, 0.25])
 
 
-def test_transitions_come_from_training_sequences_only():
-    chain = TransitionCounts([np.array([1, 2])], num_items=3)
-    assert chain.counts[2].nnz == 0 and chain.counts[1, 2] == 1  # nothing beyond what it was given
+def test_the_module_counts_training_transitions_only_never_a_validation_or_test_target(tmp_path):
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from rdrec.methods.markov.module import MarkovModule
+
+    cfg = compose_cfg("train", tmp_path, ["data=synthetic", "strategy=markov"])
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup()
+    module = MarkovModule(num_items=dm.num_items, protocols={})
+    module.trainer = SimpleNamespace(datamodule=dm)  # what Lightning attaches before setup
+    module.setup("fit")
+    train_pairs = {}
+    for seq in dm.train_view.sequences:
+        for a, b in zip(seq[:-1], seq[1:]):
+            train_pairs[(int(a), int(b))] = train_pairs.get((int(a), int(b)), 0) + 1
+    counts = module.chain.counts.tocoo()
+    assert {(int(a), int(b)): int(c) for a, b, c in zip(counts.row, counts.col, counts.data)} == train_pairs
+    # the held-out transitions (last training item -> validation target -> test target) are absent unless the
+    # same pair also occurs inside some user's training sequence
+    for batch in [*dm.val_dataloader(), *dm.test_dataloader()]:
+        for history, target in zip(batch["history"][:, -1].tolist(), batch["target"].tolist()):
+            assert module.chain.counts[history, target] == train_pairs.get((history, target), 0)
 
 
 @pytest.mark.slow

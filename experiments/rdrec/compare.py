@@ -10,6 +10,8 @@ and a paired t-test (scipy.stats.ttest_rel, seeds paired) of RDRec against POD p
     python experiments/rdrec/compare.py --seeds 1 2 3 --no-run             # table of what exists
     python experiments/rdrec/compare.py --methods pod rdrec --extra rdrec:data.ratios.preference=1.0 --tag pref1
     python experiments/rdrec/compare.py --tag ids --methods Pop LeakProbe POD-independent --pair POD-independent:Pop
+    python experiments/rdrec/compare.py --tag ids_rdrec --methods POD-collaborative RDRec-collaborative \
+        --from-results POD-collaborative:ids --pair RDRec-collaborative:POD-collaborative   # POD's seeds as committed
 
 Methods named ``POD-<scheme>`` / ``RDRec-<scheme>`` are the students with learnable item identifiers
 (``experiment=pod_ml100k_ids item_ids=<scheme>``: 16 epochs; the item-ID study in the README). ``--pair A:B``
@@ -39,7 +41,7 @@ METHODS = {
        for scheme in ("random", "independent", "collaborative", "semantic")},
     **{f"RDRec-{scheme}": ["experiment=pod_ml100k_ids", "strategy=rdrec", f"item_ids={scheme}",
                            "data.ratios.preference=0.25", "data.ratios.attribute=0.25",
-                           "data.rationales=${paths.data_dir}/rationales/exports/ml100k-rdrec-latest"]
+                           "data.rationales=${paths.data_dir}/rationales/ml100k-full-export"]  # experiments/teacher/run_coverage.sh
        for scheme in ("random", "independent", "collaborative", "semantic")},
 }
 COLUMNS = [("test/hr@5", "HR@5"), ("test/hr@10", "HR@10"), ("test/ndcg@5", "NDCG@5"), ("test/ndcg@10", "NDCG@10"),
@@ -68,6 +70,23 @@ def run_one(method: str, seed: int, run_dir: Path, extra: list[str], log_dir: Pa
     (run_dir / "wall_seconds.json").write_text(json.dumps({"seconds": seconds, "command": " ".join(cmd[3:])}) + "\n")
     print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: done in {seconds / 60:.1f} min", flush=True)
     return json.loads(metrics_file.read_text())
+
+
+def from_results(path: Path, method: str) -> dict[int, dict]:
+    """``{seed: {column: value}}`` of ``method`` from a written ``compare_<tag>.json`` (its per-seed values)."""
+    saved = json.loads(path.read_text())
+    if method not in saved["summary"]:
+        raise SystemExit(f"{path}: no method {method!r} (it has {sorted(saved['summary'])})")
+    columns = saved["summary"][method]
+    seeds = saved["seeds"]
+    out: dict[int, dict] = {}
+    for key, _ in COLUMNS:
+        values = columns[key]["values"]
+        if len(values) != len(seeds):
+            raise SystemExit(f"{path}: {method} {key} has {len(values)} values for seeds {seeds}; cannot pair them")
+        for seed, value in zip(seeds, values):
+            out.setdefault(seed, {})[key] = value
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair", action="append", default=None, help="A:B (repeatable): a paired t-test row A − B")
     ap.add_argument("--link", action="append", default=[],
                     help="METHOD:TAG (repeatable): reuse METHOD's finished runs of comparison TAG (symlinked)")
+    ap.add_argument("--from-results", action="append", default=[],
+                    help="METHOD:TAG (repeatable): METHOD's per-seed numbers from the committed results/compare_TAG.json "
+                         "(its run directories are gone, e.g. in a fresh clone); never re-run")
     args = ap.parse_args(argv)
     pairs = [tuple(p.split(":", 1)) for p in args.pair] if args.pair else None
     extra: dict[str, list[str]] = {}
@@ -141,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.symlink_to(src.resolve())
     results: dict[str, dict[int, dict]] = {}
+    recorded = dict(item.partition(":")[::2] for item in args.from_results)
+    for method, tag in recorded.items():
+        results[method] = from_results(Path(args.results) / f"compare_{tag}.json", method)
     for seed in args.seeds:  # seed-major: a partial comparison still pairs the methods
         for method in args.methods:
+            if method in recorded:
+                continue
             run_dir = work / method.lower() / f"seed{seed}"
             if args.no_run:
                 if (run_dir / "metrics.json").exists():

@@ -31,6 +31,7 @@ from rdrec.data.datamodule import SeqRecDataModule
 from rdrec.methods.slim.fusion import UNKNOWN_END
 from rdrec.methods.slim.texts import ITEM_FIELDS, encode_cached, item_texts, load_rationales
 from rdrec.methods.slim.windows import window_ends
+from rdrec.teacher.export import load_checked
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,10 @@ class SlimRecDataModule(SeqRecDataModule):
             self.item_text = torch.zeros(self.num_items + 1, dim)
         entries = []  # (user, window end, text)
         for export in self._exports():
-            texts = load_rationales(export, self.dataset, self.rationale_step, self.unparsed_rationales)
+            loaded = load_checked(export, self.dataset.fingerprint)  # read once, for the texts and their windows
+            texts = load_rationales(export, self.dataset, self.rationale_step, self.unparsed_rationales, loaded)
             texts = {u: t for u, t in texts.items() if t.strip()}
-            ends = window_ends(export, self.train_view.sequences, texts)
+            ends = window_ends(export, self.train_view.sequences, texts, loaded)
             entries += [(u, ends[u], texts[u]) for u in sorted(texts)]
         self.rationale_texts = ["", *(t for _, _, t in entries)]
         self.rationale_text = (encode_cached(encoder, self.rationale_texts, cache, desc="rationales") if entries

@@ -57,7 +57,7 @@ def item_texts(view: TrainView, fields=ITEM_FIELDS) -> list[str]:
 
 
 def load_rationales(export_dir: str | Path, prepared: PreparedDataset, field: str = "rationale",
-                    unparsed: bool = False) -> dict[int, str]:
+                    unparsed: bool = False, loaded: tuple | None = None) -> dict[int, str]:
     """``{user id: text of the chosen reasoning step}`` from an export's ``slim_users`` table.
 
     ``unparsed``: users whose answer never parsed into three steps (the export's ``failures``) get their last
@@ -67,7 +67,7 @@ def load_rationales(export_dir: str | Path, prepared: PreparedDataset, field: st
         raise ValueError(f"rationale step: expected one of {sorted(STEPS)}, got {field!r}")
     column = STEPS[str(field)]
     export_dir = Path(export_dir)
-    tables, _ = load_checked(export_dir, prepared.fingerprint)
+    tables, _ = loaded if loaded is not None else load_checked(export_dir, prepared.fingerprint)
     table = tables["slim_users"]
     out: dict[int, str] = {}
     for n, row in enumerate(table):

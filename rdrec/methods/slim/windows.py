@@ -27,20 +27,24 @@ from pathlib import Path
 from rdrec.errors import DataError
 
 
-def window_ends(export_dir: str | Path, sequences, users) -> dict[int, int]:
+def window_ends(export_dir: str | Path, sequences, users, loaded: tuple | None = None) -> dict[int, int]:
     """``{user: window_end}`` for ``users`` of the export at ``export_dir``; ``sequences[u]`` is user ``u``'s
-    training sequence (``TrainView.sequences``)."""
+    training sequence (``TrainView.sequences``). ``loaded``: the export's ``(tables, meta)`` when the caller has
+    read them already (``rdrec.teacher.export.load_checked``)."""
     from rdrec.teacher.export import load
 
     export_dir = Path(export_dir)
     meta_path = export_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if loaded is not None:
+        tables, meta = loaded
+    else:
+        tables, meta = load(export_dir), (json.loads(meta_path.read_text()) if meta_path.is_file() else {})
     window = meta.get("slim_window") or {}
     k = window.get("exclude_last", 0)
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise DataError(path=meta_path, field="slim_window.exclude_last", expected="an integer >= 0", got=repr(k))
     recorded: dict[int, int] = {}
-    table = load(export_dir)["slim_users"]
+    table = tables["slim_users"]
     if "window_end" in table.column_names:
         recorded = {int(u): int(e) for u, e in zip(table["user"], table["window_end"])}
     out = {}
