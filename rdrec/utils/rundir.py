@@ -76,7 +76,7 @@ def _create_whole(path: Path, text: str) -> None:
     marker, took it for a dead run's and took the directory over.) The text goes to a private file first, which
     is then hard-linked to ``path``: a link, like O_EXCL, fails when ``path`` exists."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
+    atomic_write_text(tmp, text)
     try:
         os.link(tmp, path)
     except FileExistsError:
