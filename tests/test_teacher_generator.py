@@ -123,3 +123,44 @@ def test_generation_params_validate():
     with pytest.raises(ValueError):
         GenerationParams(do_sample=True, temperature=0)
     assert GenerationParams(do_sample=False).for_retry(0.5).do_sample is True
+
+
+def test_a_rank_left_in_a_collective_by_a_sigterm_stopped_peer_ends_with_the_one_line(prepared, tmp_path):
+    """Under DDP, the rank that stops first on SIGTERM closes its connection; its peer's pending collective raises
+    gloo's RuntimeError. That rank ends with the same one resume line, not a traceback."""
+
+    class PeerLeft(pl.Trainer):
+        def predict(self, *args, **kwargs):
+            self._received_sigterm = True
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:37804")
+
+        @property
+        def received_sigterm(self):
+            return getattr(self, "_received_sigterm", False)
+
+    def trainer(callbacks):
+        return PeerLeft(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, callbacks=callbacks)
+
+    with pytest.raises(SystemExit, match=r"^rdrec-generate: SIGTERM received; stopped after its last stored batch\. "
+                                         r"Rerun the same command to resume"):
+        run_generation(prepared=prepared, families=families(), backend=Scripted(good_every=1),
+                       params=GenerationParams(max_new_tokens=16, do_sample=False), retry=RetryPolicy(max_retries=0),
+                       subset=Subset(users=2, interactions_per_user=1), seed=0, batch_size=4,
+                       store_dir=str(tmp_path / "store"), make_trainer=trainer, output_dir=str(tmp_path / "run"))
+
+
+def test_a_runtime_error_without_sigterm_is_not_hidden(prepared, tmp_path):
+    class Broken(pl.Trainer):
+        def predict(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    def trainer(callbacks):
+        return Broken(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False, callbacks=callbacks)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_generation(prepared=prepared, families=families(), backend=Scripted(good_every=1),
+                       params=GenerationParams(max_new_tokens=16, do_sample=False), retry=RetryPolicy(max_retries=0),
+                       subset=Subset(users=2, interactions_per_user=1), seed=0, batch_size=4,
+                       store_dir=str(tmp_path / "store"), make_trainer=trainer, output_dir=str(tmp_path / "run"))

@@ -30,8 +30,14 @@ class StoreWriter(BasePredictionWriter):
             self.totals[k] += v
         self.totals["batches"] += 1
         if trainer.received_sigterm:  # Lightning's predict loop does not stop on SIGTERM: stop once this batch is stored
-            raise SystemExit(f"rdrec-generate: SIGTERM received; stopped after storing batch {batch_idx}. "
-                             f"Rerun the same command to resume from the store ({self.store_dir}).")
+            raise SystemExit(stopped_message(self.store_dir, batch_idx))
+
+
+def stopped_message(store_dir: str, batch_idx: int | None = None) -> str:
+    """The one line a run stopped by SIGTERM ends with (on every rank, also one whose peer left a collective)."""
+    after = f" after storing batch {batch_idx}" if batch_idx is not None else " after its last stored batch"
+    return (f"rdrec-generate: SIGTERM received; stopped{after}. "
+            f"Rerun the same command to resume from the store ({store_dir}).")
 
 
 class GenerationProgress(pl.Callback):

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from rdrec.data.prepared import PreparedDataset
 from rdrec.teacher.module import TeacherModule, first
 from rdrec.teacher.backends.base import Backend, GenerationParams
-from rdrec.teacher.callbacks import GenerationProgress, StoreWriter
+from rdrec.teacher.callbacks import GenerationProgress, StoreWriter, stopped_message
 from rdrec.teacher.export import export
 from rdrec.teacher.generator import RationaleGenerator, RetryPolicy, plan
 from rdrec.teacher.prompts import PromptFamily, Subset
@@ -53,7 +53,13 @@ def run_generation(*, prepared: PreparedDataset, families: dict[str, PromptFamil
     start = time.perf_counter()
     if todo:
         module = TeacherModule(generator)
-        trainer.predict(module, dataloaders=DataLoader(todo, batch_size=1, collate_fn=first), return_predictions=False)
+        try:
+            trainer.predict(module, dataloaders=DataLoader(todo, batch_size=1, collate_fn=first),
+                            return_predictions=False)
+        except RuntimeError:  # under DDP, a rank that stopped on SIGTERM leaves its peers in a collective
+            if getattr(trainer, "received_sigterm", False):
+                raise SystemExit(stopped_message(store_dir)) from None
+            raise
     elapsed = time.perf_counter() - start
     totals = _gather(trainer, writer.totals)
     backend.close()
