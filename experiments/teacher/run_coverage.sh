@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export RDREC_DATA_DIR="${RDREC_DATA_DIR:-$PWD/data}"
+PY=.venv/bin/python; [ -x "$PY" ] || PY=python     # the project's venv (make install) if there is one
 exec taskset -c "${CORE:-1}" env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
-    python -m rdrec.cli.generate data=ml100k +coverage=full teacher.backend.torch_threads=1 \
+    "$PY" -m rdrec.cli.generate data=ml100k +coverage=full teacher.backend.torch_threads=1 \
     export_dir="$RDREC_DATA_DIR/rationales/ml100k-full-export" "$@"
