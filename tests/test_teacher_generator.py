@@ -48,9 +48,9 @@ def prepared(tmp_path_factory):
     return synthetic_prepared(tmp_path_factory.mktemp("g"), with_reviews=True)
 
 
-def _run(prepared, tmp_path, backend, seed=0, store="store", **kw):
-    trainer = lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                                           enable_checkpointing=False, callbacks=callbacks)
+def _run(prepared, tmp_path, backend, seed=0, store="store", trainer_cls=pl.Trainer, **kw):
+    trainer = lambda callbacks: trainer_cls(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                                            enable_checkpointing=False, callbacks=callbacks)
     params = kw.pop("params", GenerationParams(max_new_tokens=16, do_sample=False))
     return run_generation(prepared=prepared, families=families(), backend=backend, params=params,
                           retry=kw.pop("retry", RetryPolicy(max_retries=2)), subset=kw.pop("subset", Subset(users=6, interactions_per_user=2)),
@@ -138,16 +138,9 @@ def test_a_rank_left_in_a_collective_by_a_sigterm_stopped_peer_ends_with_the_one
         def received_sigterm(self):
             return getattr(self, "_received_sigterm", False)
 
-    def trainer(callbacks):
-        return PeerLeft(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, callbacks=callbacks)
-
     with pytest.raises(SystemExit, match=r"^rdrec-generate: SIGTERM received; stopped after its last stored batch\. "
                                          r"Rerun the same command to resume"):
-        run_generation(prepared=prepared, families=families(), backend=Scripted(good_every=1),
-                       params=GenerationParams(max_new_tokens=16, do_sample=False), retry=RetryPolicy(max_retries=0),
-                       subset=Subset(users=2, interactions_per_user=1), seed=0, batch_size=4,
-                       store_dir=str(tmp_path / "store"), make_trainer=trainer, output_dir=str(tmp_path / "run"))
+        _run(prepared, tmp_path, Scripted(good_every=1), trainer_cls=PeerLeft)
 
 
 def test_a_runtime_error_without_sigterm_is_not_hidden(prepared, tmp_path):
@@ -155,12 +148,5 @@ def test_a_runtime_error_without_sigterm_is_not_hidden(prepared, tmp_path):
         def predict(self, *args, **kwargs):
             raise RuntimeError("boom")
 
-    def trainer(callbacks):
-        return Broken(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                      enable_checkpointing=False, callbacks=callbacks)
-
     with pytest.raises(RuntimeError, match="boom"):
-        run_generation(prepared=prepared, families=families(), backend=Scripted(good_every=1),
-                       params=GenerationParams(max_new_tokens=16, do_sample=False), retry=RetryPolicy(max_retries=0),
-                       subset=Subset(users=2, interactions_per_user=1), seed=0, batch_size=4,
-                       store_dir=str(tmp_path / "store"), make_trainer=trainer, output_dir=str(tmp_path / "run"))
+        _run(prepared, tmp_path, Scripted(good_every=1), trainer_cls=Broken)
