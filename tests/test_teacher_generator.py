@@ -52,7 +52,7 @@ def _run(prepared, tmp_path, backend, seed=0, store="store", trainer_cls=pl.Trai
     trainer = lambda callbacks: trainer_cls(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                                             enable_checkpointing=False, callbacks=callbacks)
     params = kw.pop("params", GenerationParams(max_new_tokens=16, do_sample=False))
-    return run_generation(prepared=prepared, families=families(), backend=backend, params=params,
+    return run_generation(prepared=prepared, families=kw.pop("families", None) or families(), backend=backend, params=params,
                           retry=kw.pop("retry", RetryPolicy(max_retries=2)), subset=kw.pop("subset", Subset(users=6, interactions_per_user=2)),
                           seed=seed, batch_size=4, store_dir=str(tmp_path / store), make_trainer=trainer,
                           output_dir=str(tmp_path / "run"), **kw)
@@ -60,7 +60,9 @@ def _run(prepared, tmp_path, backend, seed=0, store="store", trainer_cls=pl.Trai
 
 def test_unparsable_answers_are_retried_with_new_seeds_then_recorded_as_failures(prepared, tmp_path):
     backend = Scripted(good_every=3)
-    summary = _run(prepared, tmp_path, backend)
+    greedy = families()
+    greedy["slim"].generation = {}  # the shipped SLIM config samples from the first try (tested below)
+    summary = _run(prepared, tmp_path, backend, families=greedy)
     store = RationaleStore(tmp_path / "store").reload()
     assert summary["prompts"] == 18 and len(store) == 18 and summary["missing"] == 0
     for r in store.records():
@@ -117,6 +119,28 @@ def test_plan_is_fixed_batches_over_length_sorted_prompts(prepared):
     assert [[j.key for j in b] for b in plan(list(reversed(items)), **kw)] == [[j.key for j in b] for b in batches]
     with pytest.raises(ValueError, match="same store key"):
         plan(items + items[:1], **kw)
+
+
+def test_a_family_decodes_and_is_keyed_with_its_own_parameter_overrides(prepared, tmp_path):
+    plain = families()
+    plain["slim"].generation = {}
+    _run(prepared, tmp_path, Scripted(good_every=1), store="plain", families=plain)
+    own = families()
+    own["slim"].generation = {"do_sample": True}  # as conf/prompts/slim.yaml may set it
+    backend = Scripted(good_every=1)
+    _run(prepared, tmp_path, backend, store="own", families=own)
+    sampled = {q: s for q, _, s in backend.calls}
+    slim_questions = {question(i.chat()) for i in own["slim"].build(prepared.train_view(), Subset(users=6))}
+    assert all(sampled[q] for q in slim_questions)  # SLIM's first attempts sample
+    assert not any(s for q, s in sampled.items() if q not in slim_questions)  # RDRec's stay greedy
+    by_family = lambda store: {r["family"]: r for r in RationaleStore(tmp_path / store).reload().records()}
+    keys = lambda store, fam: {r["key"] for r in RationaleStore(tmp_path / store).reload().records() if r["family"] == fam}
+    assert keys("plain", "rdrec") == keys("own", "rdrec")  # other families' stored entries stay valid
+    assert keys("plain", "slim").isdisjoint(keys("own", "slim"))  # the override is part of SLIM's keys
+    assert by_family("own")["slim"]["provenance"]["params"]["do_sample"] is True
+    assert by_family("own")["rdrec"]["provenance"]["params"]["do_sample"] is False
+    with pytest.raises(ValueError, match="unknown parameter"):
+        families()["slim"].__class__(own["slim"].templates, generation={"temprature": 0.5})
 
 
 def test_generation_params_validate():

@@ -11,7 +11,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 
-from rdrec.teacher.backends.base import GenerationParams, Stop, join_opening, split_opening
+from rdrec.teacher.backends.base import GenerationParams, Stop, join_opening, looping, split_opening
 from rdrec.teacher.backends.openai import OpenAIBackend
 from rdrec.teacher.backends.transformers import TransformersBackend
 from rdrec.teacher.backends.vllm import VLLMBackend
@@ -50,6 +50,30 @@ def test_stop_also_ends_a_line_that_runs_on_and_gives_servers_the_next_number():
     assert Stop(2).strings() == ["\n3."]
 
 
+def test_a_looping_list_stops_its_line_and_is_rejected_by_the_parser():
+    loop = "1. The user prefers drama.\n2. Recommend action, sci-fi, comedy, drama, comedy, comedy, comedy"
+    stop = Stop(3, max_line_words=50, max_word_repeats=4)
+    assert stop.check_often and not Stop(3).check_often
+    assert stop.complete(loop)  # four times "comedy", far below the 50-word cap
+    assert not stop.complete(loop.rsplit(",", 1)[0])  # three times: not yet
+    assert not stop.complete("1. The user prefers drama, drama and drama; drama.\n2. Rec")  # earlier lines do not count
+    assert not looping("and the and the and the and the", 4)  # short words never count
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    slim = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim.yaml"), max_word_repeats=4)
+    good = "1. The user prefers drama.\n2. Recommend comedy and drama.\n3. Recommend \"Star Wars\" and \"Star Trek\".\n"
+    assert slim.parse(good)["categories"] == "Recommend comedy and drama."
+    with pytest.raises(ParseError, match="looping"):
+        slim.parse(loop + ".\n3. Recommend \"Heat\".\n")
+    # the setting is part of the key where it is set, and only there (RDRec's stored keys stay valid)
+    plain = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim.yaml"), max_word_repeats=None)
+    assert slim.template_hash() != plain.template_hash()
+    assert slim.stop("user") == Stop(3, 50, 4)
+
+
 def test_opening_and_continuation_are_joined_with_one_space():
     assert join_opening(OPENING, " action films.") == "1. The user prefers action films."
     assert join_opening(OPENING, "action films.") == "1. The user prefers action films."
@@ -79,7 +103,7 @@ def test_families_prefill_their_format_and_reject_an_answer_that_is_only_the_ope
     with pytest.raises(ParseError, match="only the opening"):
         rdrec.parse("1. The item's attributes are:", "item")
     assert rdrec.stop("interaction") == Stop(2) and rdrec.stop("item") == Stop(1)
-    assert families()["slim"].stop("user") == Stop(3, 50)
+    assert families()["slim"].stop("user") == Stop(3, 50, 4)
 
 
 # ---- transformers ------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Every run is `rdrec-train` with the split seed fixed (`data.split.seed=42`: the 
 split, and every model ranks the same persisted candidate lists), the run seed varied. A finished run (its
 `metrics.json` exists) is never re-run, so a killed comparison resumes where it stopped. The table has mean ± std
 over seeds of test HR@5/10 and NDCG@5/10 under full ranking (seen items excluded) and under 100 sampled negatives,
-and a paired t-test (scipy.stats.ttest_rel, seeds paired) of RDRec against POD per column.
+and a paired t-test (scipy.stats.ttest_rel, seeds paired) of RDRec against POD per column. Its first row is what
+chance gives: the exact expected metrics of a random order on the same test users (rdrec.eval.reference).
 
     python experiments/rdrec/compare.py --seeds 1 2 3                      # run + table
     python experiments/rdrec/compare.py --seeds 1 2 3 --no-run             # table of what exists
@@ -95,13 +96,25 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, s
 
 
+def random_row() -> dict[str, float]:
+    """The exact expected metrics of a random order on this split's test users (rdrec.eval.reference)."""
+    from rdrec.data.pipeline import prepare_from_config
+    from rdrec.eval.reference import random_order_metrics
+
+    return random_order_metrics(prepare_from_config(["data=ml100k", "data.split.seed=42"], log=lambda s: None),
+                                "test", ks=(5, 10))
+
+
 def table(results: dict[str, dict[int, dict]], seeds: list[int],
-          pairs: list[tuple[str, str]] | None = None) -> tuple[str, dict]:
+          pairs: list[tuple[str, str]] | None = None, reference: dict[str, float] | None = None) -> tuple[str, dict]:
     from scipy.stats import ttest_rel
 
     lines = ["| model | seeds | " + " | ".join(name for _, name in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     summary: dict = {}
+    if reference is not None:
+        summary["random order (expected)"] = {key: {"mean": reference[key], "std": 0.0} for key, _ in COLUMNS}
+        lines.append("| random order (expected) | — | " + " | ".join(f"{reference[key]:.4f}" for key, _ in COLUMNS) + " |")
     for method, runs in results.items():
         have = [s for s in seeds if s in runs]
         if not have:
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(ROOT / "experiments" / "rdrec" / "work" / "compare"))
     ap.add_argument("--results", default=str(ROOT / "experiments" / "rdrec" / "results"))
     ap.add_argument("--no-run", action="store_true", help="only tabulate runs that exist")
+    ap.add_argument("--no-random-row", action="store_true", help="leave out the random-order reference row")
     ap.add_argument("--pair", action="append", default=None, help="A:B (repeatable): a paired t-test row A − B")
     ap.add_argument("--link", action="append", default=[],
                     help="METHOD:TAG (repeatable): reuse METHOD's finished runs of comparison TAG (symlinked)")
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(method, {})[seed] = json.loads((run_dir / "metrics.json").read_text())
                 continue
             results.setdefault(method, {})[seed] = run_one(method, seed, run_dir, extra.get(method, []), work / "logs")
-    text, summary = table(results, args.seeds, pairs)
+    text, summary = table(results, args.seeds, pairs, reference=None if args.no_random_row else random_row())
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     walls = {}

@@ -47,15 +47,9 @@ def sh(cmd: list[str], log: Path) -> None:
 
 
 def prepared():
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
+    from rdrec.data.pipeline import prepare_from_config
 
-    from rdrec.data.pipeline import prepare_dataset
-    from rdrec.utils.resolvers import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*SPLIT, f"paths.data_dir={DATA}", "paths.output_dir=/tmp"])
-    return prepare_dataset(instantiate(cfg.data.source), instantiate(cfg.data.split), cfg.data.cache_dir, log=lambda s: None)
+    return prepare_from_config([*SPLIT, f"paths.data_dir={DATA}", "paths.output_dir=/tmp"], log=lambda s: None)
 
 
 def slim_records(model_id: str, item_noun: str, prompts: str = "slim") -> tuple[list[dict], object]:
@@ -121,15 +115,18 @@ def teacher(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     store_dir = DATA / "rationales" / "ml100k"
     if not args.export_only:
-        run_generation(
+        summary = run_generation(
             prepared=Prefix(), families={"slim": family},
             backend=TransformersBackend(smollm2(DATA), model_id=TEACHER_ID, torch_threads=1),
             params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
             retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=Subset(users=args.users),
             seed=42, batch_size=args.batch_size, store_dir=str(store_dir),
-            make_trainer=lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
-                                                      enable_checkpointing=False, enable_progress_bar=False),
+            make_trainer=lambda callbacks: pl.Trainer(
+                accelerator="cpu", devices=args.processes, strategy="ddp" if args.processes > 1 else "auto",
+                logger=False, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False),
             output_dir=str(out), export_dir=str(out / "rationales"))
+        if summary is None:  # a DDP rank other than 0: rank 0 exports
+            return
     thash, seqs = family.template_hash(), ds.train_view().sequences
     recs = [r for r in RationaleStore(store_dir, create=False).reload().records() if r["family"] == "slim"
             and r["fingerprint"] == ds.fingerprint and r["provenance"]["model_id"] == TEACHER_ID
@@ -307,20 +304,10 @@ def _run_all(todo: list[list[str]], parallel: int) -> None:
 
 
 def random_reference() -> dict[str, float]:
-    """Expected metrics of a uniformly random order (exact): per test user, the target is equally likely at every
-    rank among the candidates (full: every item not in the history; sampled: the target + 100)."""
-    import numpy as np
+    """Expected metrics of a uniformly random order (exact; rdrec.eval.reference)."""
+    from rdrec.eval.reference import random_order_metrics
 
-    ds = prepared()
-    view = ds.eval_view("test")
-    discount = 1.0 / np.log2(np.arange(2, ds.num_items + 2))
-    out = {}
-    for proto, sizes in (("", np.array([ds.num_items - len(set(h.tolist())) for h in view.histories])),
-                         ("sampled/", np.full(len(view.users), 101))):
-        for k in (10, 20):
-            out[f"test/{proto}hr@{k}"] = float(np.mean(np.minimum(k, sizes) / sizes))
-            out[f"test/{proto}ndcg@{k}"] = float(np.mean([discount[:min(k, n)].sum() / n for n in sizes]))
-    return out
+    return random_order_metrics(prepared(), "test", ks=(10, 20))
 
 
 def _ranks(run: Path, proto: str):
@@ -509,6 +496,7 @@ def main() -> None:
     p.add_argument("--export-only", action="store_true", help="export what the store holds; generate nothing")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--processes", type=int, default=1, help="CPU processes (DDP, one thread each): 2 uses both cores")
     p = sub.add_parser("student")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("overrides", nargs="*")

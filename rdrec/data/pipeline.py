@@ -10,7 +10,7 @@ carries a checksum manifest and one that fails it is moved aside and rebuilt (``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,6 +54,21 @@ def prepare_dataset(
     prepared = _stage("prepared", path, log, build=build, save=lambda ds, p: ds.save(p), load=PreparedDataset.load)
     prepared.fingerprint = fingerprint
     return prepared
+
+
+def prepare_from_config(overrides: Sequence[str] = (), config: str = "train",
+                        log: Callable[[str], None] = print) -> PreparedDataset:
+    """The prepared dataset that ``rdrec-train`` (or the ``config`` entry point) builds under these Hydra
+    ``overrides`` (e.g. ``["data=ml100k", "data.split.seed=42"]``): for scripts that read a split without
+    training on it (reference rows, exports)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config, overrides=list(overrides))
+    return prepare_dataset(instantiate(cfg.data.source), instantiate(cfg.data.split), cfg.data.cache_dir, log=log)
 
 
 def _stage(what: str, path: Path, log: Callable[[str], None], build, save, load):

@@ -18,7 +18,7 @@ import hashlib
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from rdrec.teacher.backends.base import Backend, GenerationParams
@@ -48,16 +48,26 @@ def attempt_seed(seed: int, key: str, attempt: int) -> int:
     return int(hashlib.sha256(f"{seed}:{key}:{attempt}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
+def family_params(params: GenerationParams, family: PromptFamily | None) -> GenerationParams:
+    """The run's generation parameters with the family's own overrides (``generation:`` in its prompt config,
+    e.g. SLIM's ``do_sample: true``) applied: what its prompts are decoded with and keyed by."""
+    overrides = dict(getattr(family, "generation", None) or {})
+    return replace(params, **overrides) if overrides else params
+
+
 def plan(items: list[PromptItem], *, dataset: str, fingerprint: str, model_id: str, params: GenerationParams,
-         retry: RetryPolicy, seed: int, batch_size: int) -> list[list[Job]]:
+         retry: RetryPolicy, seed: int, batch_size: int,
+         families: dict[str, PromptFamily] | None = None) -> list[list[Job]]:
     """Keys for every prompt; batches of ``batch_size`` over the prompts grouped by family and kind (a batch
     never mixes two: it shares their system message and few-shot example, and one stop rule) and sorted by
-    length, longest first (so padding is small)."""
+    length, longest first (so padding is small). A key holds the parameters the prompt is decoded with: the
+    run's, with its family's overrides (``families``)."""
     jobs = []
     for item in items:
+        used = family_params(params, (families or {}).get(item.family))
         key = make_key(dataset=dataset, fingerprint=fingerprint, family=item.family, kind=item.kind,
                        entity=item.entity, template=item.template_hash, model=model_id,
-                       params=params.as_dict(), retry=retry.as_dict(), seed=seed)
+                       params=used.as_dict(), retry=retry.as_dict(), seed=seed)
         jobs.append(Job(key, item))
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
@@ -78,15 +88,22 @@ class RationaleGenerator:
         self.retry, self.seed = retry, seed
         self.dataset, self.fingerprint = dataset, fingerprint
 
-    def _generate(self, jobs: list[Job], seeds: list[int], params: GenerationParams) -> list:
-        """One ``backend.generate`` per (family, kind) among ``jobs`` (each has its own stop rule), in order."""
+    def params_for(self, family: str, attempt: int = 0) -> GenerationParams:
+        """The parameters of ``family``'s prompts at ``attempt`` (0: the first; retries sample, see ``for_retry``)."""
+        params = family_params(self.params, self.families.get(family))
+        return params if attempt == 0 else params.for_retry(self.retry.retry_temperature)
+
+    def _generate(self, jobs: list[Job], seeds: list[int], attempt: int) -> list:
+        """One ``backend.generate`` per (family, kind) among ``jobs`` (each has its own stop rule and its family's
+        parameters), in order."""
         out = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
         for i, j in enumerate(jobs):
             groups.setdefault((j.item.family, j.item.kind), []).append(i)
         for (family, kind), idx in groups.items():
             stop = self.families[family].stop(kind) if self.stop else None
-            gens = self.backend.generate([jobs[i].item.chat() for i in idx], [seeds[i] for i in idx], params, stop=stop)
+            gens = self.backend.generate([jobs[i].item.chat() for i in idx], [seeds[i] for i in idx],
+                                         self.params_for(family, attempt), stop=stop)
             for i, g in zip(idx, gens):
                 out[i] = g
         return out
@@ -99,9 +116,8 @@ class RationaleGenerator:
         for attempt in range(self.retry.max_retries + 1):
             if not pending:
                 break
-            params = self.params if attempt == 0 else self.params.for_retry(self.retry.retry_temperature)
             seeds = [attempt_seed(self.seed, j.key, attempt) for j in pending]
-            outs = self._generate(pending, seeds, params)
+            outs = self._generate(pending, seeds, attempt)
             still = []
             for job, seed, gen in zip(pending, seeds, outs):
                 st = state[job.key]
@@ -111,7 +127,7 @@ class RationaleGenerator:
                 st["texts"].append(gen.text)
                 st["tokens"][0] += gen.prompt_tokens
                 st["tokens"][1] += gen.completion_tokens
-                st["seed"], st["params"], st["finish"] = seed, params, gen.finish_reason
+                st["seed"], st["params"], st["finish"] = seed, self.params_for(job.item.family, attempt), gen.finish_reason
                 try:
                     st["parsed"] = self.families[job.item.family].parse(gen.text, job.item.kind)
                 except ParseError as err:
@@ -149,7 +165,7 @@ class RationaleGenerator:
                 "provenance": {
                     **self.backend.describe(),
                     "template_hash": job.item.template_hash,
-                    "params": self.params.as_dict(),
+                    "params": self.params_for(job.item.family).as_dict(),
                     "final_params": st["params"].as_dict(),
                     "retry": self.retry.as_dict(),
                     "run_seed": self.seed,

@@ -102,7 +102,8 @@ class PromptFamily:
     name = "family"
 
     def __init__(self, templates: dict, history_len: int = 20, item_noun: str = "item", min_words: int = 3,
-                 max_words: int = 80, max_line_words: int | None = None):
+                 max_words: int = 80, max_line_words: int | None = None, max_word_repeats: int | None = None,
+                 generation: dict | None = None):
         self.templates = {
             k: {"system": v.get("system") or "", "user": v["user"],
                 "examples": [{"user": e["user"], "assistant": e["assistant"]} for e in (v.get("examples") or [])],
@@ -117,6 +118,17 @@ class PromptFamily:
         self.history_len, self.item_noun = history_len, item_noun
         self.min_words, self.max_words = min_words, max_words
         self.max_line_words = max_line_words  # generation stops a line longer than this (a looping list)
+        self.max_word_repeats = max_word_repeats  # a part naming one word this often is a loop: stopped, rejected
+        # this family's overrides of the run's generation parameters (e.g. {do_sample: true}); part of its keys
+        self.generation = {str(k): v for k, v in dict(generation or {}).items()}
+        from dataclasses import fields
+
+        from rdrec.teacher.backends.base import GenerationParams
+
+        unknown = set(self.generation) - {f.name for f in fields(GenerationParams)}
+        if unknown:
+            raise ValueError(f"{self.name} prompts: generation: unknown parameter(s) {sorted(unknown)}; "
+                             f"expected some of {[f.name for f in fields(GenerationParams)]}")
 
     # ---- what subclasses provide -------------------------------------------------------------------------
     def build(self, view: TrainView, subset: Subset) -> list[PromptItem]:
@@ -135,6 +147,8 @@ class PromptFamily:
         spec = {"family": self.name, "variant": variant, "version": FAMILY_VERSION, "templates": self.templates[variant],
                 "history_len": self.history_len, "item_noun": self.item_noun, "min_words": self.min_words,
                 "max_words": self.max_words, "max_line_words": self.max_line_words}
+        if self.max_word_repeats is not None:  # only when set: the keys of families without it stay as they were
+            spec["max_word_repeats"] = self.max_word_repeats
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def render(self, variant: str, **context) -> tuple[tuple[str, str], ...]:
@@ -165,6 +179,8 @@ class PromptFamily:
             raise ParseError(f"{name}: not a sentence: {text[:40]!r}")
         if text.rstrip(" .:;,-").lower() in self._openings:
             raise ParseError(f"{name}: only the opening words, nothing after them: {text[:40]!r}")
+        if self.max_word_repeats is not None and _looping(text, self.max_word_repeats):
+            raise ParseError(f"{name}: a looping list (a word {self.max_word_repeats} times or more): {text[:60]!r}")
         return text
 
     @property
@@ -203,7 +219,7 @@ class RDRecFamily(PromptFamily):
     def stop(self, kind: str):
         from rdrec.teacher.backends.base import Stop
 
-        return Stop(2 if kind == "interaction" else 1, self.max_line_words)
+        return Stop(2 if kind == "interaction" else 1, self.max_line_words, self.max_word_repeats)
 
     def template_hash(self, variant: str) -> str:
         if variant != "user":
@@ -319,7 +335,7 @@ class SlimFamily(PromptFamily):
     def stop(self, kind: str):
         from rdrec.teacher.backends.base import Stop
 
-        return Stop(3, self.max_line_words)
+        return Stop(3, self.max_line_words, self.max_word_repeats)
 
     def parse(self, text: str, kind: str | None = None) -> dict[str, str]:
         parts = _numbered(text, 3, step_words=True)
@@ -376,6 +392,12 @@ def _numbered(text: str, count: int, step_words: bool = False) -> list[str] | No
             part = re.split(r"\n\s*\n|\n\s*(?:\d+\s*[.)]|step\s*\d)", part, maxsplit=1, flags=re.I)[0]
         parts.append(part)
     return parts
+
+
+def _looping(text: str, max_repeats: int) -> bool:
+    from rdrec.teacher.backends.base import looping
+
+    return looping(text, max_repeats)
 
 
 def _first_line(text: str) -> str:

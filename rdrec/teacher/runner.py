@@ -36,7 +36,7 @@ def run_generation(*, prepared: PreparedDataset, families: dict[str, PromptFamil
     view = prepared.train_view()
     items = [item for family in families.values() for item in family.build(view, subset)]
     batches = plan(items, dataset=prepared.name, fingerprint=prepared.fingerprint, model_id=backend.model_id,
-                   params=params, retry=retry, seed=seed, batch_size=batch_size)
+                   params=params, retry=retry, seed=seed, batch_size=batch_size, families=families)
     keys = [job.key for b in batches for job in b]
     store = RationaleStore(store_dir)
     todo = [[job for job in b if job.key not in store] for b in batches]

@@ -58,10 +58,17 @@ class Generation:
 class Stop:
     """The answer is complete once it holds ``parts`` numbered parts ("1." … "N.", "Step N:") and a line of the
     last part has ended (a newline) on a sentence end (``.``, ``!``, ``?``, then perhaps a quote or bracket).
-    Backends check it on each new line (and every 16 tokens when ``max_line_words`` is set)."""
+    Backends check it on each new line (and every 16 tokens when ``max_line_words`` or ``max_word_repeats`` is
+    set)."""
 
     parts: int
     max_line_words: int | None = None  # a line running past this is hopeless (a looping list): stop it too
+    max_word_repeats: int | None = None  # a line naming one word this often is a loop ("comedy, comedy, …"): stop
+
+    @property
+    def check_often(self) -> bool:
+        """Whether a row must be checked within a line too (a loop never ends its line)."""
+        return self.max_line_words is not None or self.max_word_repeats is not None
 
     def strings(self) -> list[str]:
         """Literal stop strings for servers: the start of part N+1."""
@@ -70,6 +77,8 @@ class Stop:
     def complete(self, text: str) -> bool:
         if self.max_line_words is not None and len(text[text.rfind("\n") + 1:].split()) > self.max_line_words:
             return True  # not a complete answer, but no use going on: the parser rejects it, a retry follows
+        if self.max_word_repeats is not None and looping(text[text.rfind("\n") + 1:], self.max_word_repeats):
+            return True  # the same: the parser rejects a looping part
         if "\n" not in text:
             return False
         body, pos = text[:text.rindex("\n") + 1], 0  # finished lines only
@@ -79,6 +88,17 @@ class Stop:
                 return False
             pos = m.end()
         return re.search(r"[A-Za-z].*?[.!?][\"')\]*]*[ \t]*\n", body[pos:]) is not None
+
+
+def looping(text: str, max_repeats: int) -> bool:
+    """Whether one word of four letters or more occurs ``max_repeats`` times or more in ``text`` (a small model's
+    looping list: "comedy, horror, comedy, comedy, …"). Shorter words ("and", "the") do not count."""
+    counts: dict[str, int] = {}
+    for w in re.findall(r"[a-z][a-z\-]{3,}", text.lower()):
+        counts[w] = counts.get(w, 0) + 1
+        if counts[w] >= max_repeats:
+            return True
+    return False
 
 
 def split_opening(chat: list[dict]) -> tuple[list[dict], str]:

@@ -123,7 +123,7 @@ class TransformersBackend(Backend):
         if stop is not None:
             done = lambda row, toks: stop.complete(openings[row] + self.tokenizer.decode(toks, skip_special_tokens=True))
         out = self.generate_ids(prompts, seeds, params, prefix, done,
-                                check_often=stop is not None and getattr(stop, "max_line_words", None) is not None)
+                                check_often=stop is not None and stop.check_often)
         return [Generation(text=join_opening(o, self._decode(toks)), prompt_tokens=len(p), completion_tokens=len(toks),
                            finish_reason=reason)
                 for o, p, (toks, reason) in zip(openings, prompts, out)]
