@@ -205,6 +205,18 @@ def test_crafted_stage1_checkpoint_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def test_a_stage1_run_killed_part_way_is_not_used_by_stage2(tmp_path):
+    from rdrec.methods.delrec.artifacts import load_soft_prompt
+
+    run = tmp_path / "stage1"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {"lm.soft_prompt": torch.ones(4, 3)}}, run / "checkpoints" / "last.ckpt")  # mid-epoch
+    with pytest.raises(DataError, match=r"did not finish.*resume="):
+        load_soft_prompt(run)
+    (run / "metrics.json").write_text("{}")  # what rdrec-train writes when the run ends
+    assert load_soft_prompt(run).shape == (4, 3)
+
+
 def test_trusted_checkpoint_opt_in_is_explicit(tmp_path, monkeypatch):
     from rdrec.utils.checkpoints import load_checkpoint
 

@@ -179,3 +179,30 @@ def test_an_unparsed_answer_follows_the_same_rule(world):
     history, users = torch.as_tensor(view.sequences[user][-20:]).unsqueeze(0), torch.tensor([user])
     with torch.no_grad():
         assert not torch.equal(planted.model.score_all(history, users), control.model.score_all(history, users))
+
+
+def test_prefix_and_full_window_prompts_of_a_user_never_share_a_store_key(world):
+    """The store keys an answer by (fingerprint, family, entity, template, model, parameters): a prompt written
+    from a prefix is other data, so PrefixView gives it another fingerprint; otherwise a prefix run would find
+    every user "already stored" (the full-window answer) and a leak-free export would hold full-window text."""
+    from rdrec.methods.slim.windows import PrefixView
+    from rdrec.teacher.backends.base import GenerationParams
+    from rdrec.teacher.generator import RetryPolicy, plan
+
+    _, prepared, view, user = world
+    family = slim_family()
+    prefix = PrefixView(prepared, 2)
+    assert [len(s) for s in prefix.train_view().sequences] == [max(len(s) - 2, 0) for s in view.sequences]
+
+    def keys(data):
+        items = family.build(data.train_view(), Subset())
+        jobs = [j for b in plan(items, dataset=data.name, fingerprint=data.fingerprint, model_id="m",
+                                params=GenerationParams(), retry=RetryPolicy(), seed=1, batch_size=8) for j in b]
+        return {j.item.entity["user"]: (j.key, j.item.extra["history_items"]) for j in jobs}
+
+    full, cut = keys(prepared), keys(prefix)
+    assert full[user][1] != cut[user][1]  # other histories …
+    assert {k for k, _ in full.values()}.isdisjoint(k for k, _ in cut.values())  # … so other keys
+    assert keys(PrefixView(prepared, 2)) == cut  # and the same keys on every run (resumable)
+    with pytest.raises(ValueError):
+        PrefixView(prepared, 0)

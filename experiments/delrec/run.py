@@ -53,22 +53,29 @@ VARIANTS = {
 
 
 def run(args: list[str], log: Path, skip_if: Path) -> dict:
-    """One rdrec-train process; returns its wall time and peak RSS. Skipped when ``skip_if`` exists.
+    """One rdrec-train process; returns its wall time and peak RSS. Skipped when ``skip_if`` (the run's
+    ``metrics.json``, written when it finished) exists; a run that was killed part-way (its directory holds
+    ``checkpoints/last.ckpt``, saved during epochs too) is continued with ``rdrec-train resume=<run dir>``
+    (rdrec/cli/resume.py), not started again; its log gets the continuation appended.
     (Start the script itself with ``nice`` on a shared machine: its runs inherit the priority.)"""
     if skip_if.exists():
         print(f"  done already: {skip_if.parent}", flush=True)
         return {}
+    run_dir, resumed = skip_if.parent, (skip_if.parent / "checkpoints" / "last.ckpt").is_file()
+    if resumed:
+        args = [f"resume={run_dir}"]
     cmd = [str(BIN / "rdrec-train"), *args]
     print("  $ rdrec-train " + " ".join(args), flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(log, "w") as out:
+    with open(log, "a" if resumed else "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "WANDB_MODE": "offline"})
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"failed ({status}); see {log}")
-    return {"wall_seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"wall_seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
+            **({"resumed": True} if resumed else {})}  # a resumed run's wall time is its last part only
 
 
 def sr_run(work: Path, model: str, seed: int, epochs: int) -> Path:
@@ -151,7 +158,7 @@ def main() -> None:
                     s1 = work / f"seed{seed}" / f"stage1_{variant}"
                     opts = [f"strategy.tasks={v}" if k == "tasks" else f"{k}={v}" for k, v in s1_opts.items()]
                     s1_cost = run([*common, "strategy=delrec_stage1", *lists, f"delrec.sr_run={teacher}", *opts,
-                                   f"hydra.run.dir={s1}"], s1.with_suffix(".log"), s1 / "checkpoints" / "last.ckpt")
+                                   f"hydra.run.dir={s1}"], s1.with_suffix(".log"), s1 / "metrics.json")
                     stage1_runs[key] = s1
             out = work / f"seed{seed}" / variant
             s2_args = [*common, "strategy=delrec", *lists, f"delrec.sr_run={teacher}"]
@@ -191,9 +198,12 @@ def reference_rows(seed: int, sr_alone: Path, sasrec: Path, k: int) -> list[dict
     SR-alone run evaluated."""
     import numpy as np
 
+    from rdrec.eval.reference import random_order_expectation
+
     ranks = pd.read_csv(ranks_file(sr_alone))
     users = ranks["user"].to_numpy()
-    expected = {"hr@1": 1 / k, "hr@5": min(5, k) / k, "ndcg@5": sum(1 / np.log2(r + 1) for r in range(1, min(5, k) + 1)) / k}
+    exact = random_order_expectation([k], ks=(1, 5))
+    expected = {m: exact[m] for m in METRICS}
     draw = np.random.default_rng([seed, 20]).integers(1, k + 1, size=len(users))
     full = pd.read_csv(sasrec / "ranks" / "test.csv").set_index("user").loc[users, "rank"].to_numpy()
     rows = []

@@ -85,57 +85,61 @@ def teacher(args) -> None:
     data/rationales/exports/ml100k/slim_teacher_prefix<k> with ``slim_window: {exclude_last: k}`` in its meta
     (the window rule of rdrec/methods/slim/windows.py: such a rationale may be fused at the last k training
     targets and at validation/test). Resumable: the store skips what it holds."""
-    import dataclasses
+    from rdrec.backbones.shipped import smollm2
+    from rdrec.teacher.backends.transformers import TransformersBackend
+    from rdrec.teacher.prompts import Subset
 
+    k = args.exclude_last
+    windowed_generation(
+        args, prompts="slim", model_id=TEACHER_ID, subset=Subset(users=args.users), exclude_last=k,
+        backend=lambda: TransformersBackend(smollm2(DATA), model_id=TEACHER_ID, torch_threads=1),
+        out=WORK / f"teacher_prefix{k}", export_to=EXPORTS / f"slim_teacher_prefix{k}")
+
+
+def windowed_generation(args, *, prompts: str, model_id: str, subset, exclude_last: int, backend, out: Path,
+                        export_to: Path) -> None:
+    """SLIM rationales (prompt config ``prompts``) of ``model_id`` for ``subset``'s users, each written from its
+    training sequence cut ``exclude_last`` items short (0: the whole training sequence), generated through
+    rdrec-generate's runner into the shared store (resumable; ``--processes`` DDP processes), then every stored
+    record of that window exported to ``export_to`` with ``slim_window: {exclude_last: k}`` in its meta."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from rdrec.backbones.shipped import smollm2
+    from rdrec.methods.slim.windows import PrefixView
     from rdrec.teacher.backends.base import GenerationParams
-    from rdrec.teacher.backends.transformers import TransformersBackend
     from rdrec.teacher.export import export
     from rdrec.teacher.generator import RetryPolicy
-    from rdrec.teacher.prompts import Subset
     from rdrec.teacher.runner import run_generation
     from rdrec.teacher.store import RationaleStore
     from rdrec.utils.resolvers import CONFIG_DIR
 
-    ds, k = prepared(), args.exclude_last
-
-    class Prefix:  # the prepared dataset with each training sequence cut k items short
-        name, fingerprint = ds.name, ds.fingerprint
-
-        def train_view(self):
-            view = ds.train_view()
-            return dataclasses.replace(view, sequences=[s[: max(len(s) - k, 0)] for s in view.sequences])
-
-    family = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim.yaml"), item_noun="movie")
-    out = WORK / f"teacher_prefix{k}"
-    out.mkdir(parents=True, exist_ok=True)
+    ds, k = prepared(), exclude_last
+    view = PrefixView(ds, k) if k else ds  # its own fingerprint: prefix and full-window prompts never share a key
+    family = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / f"{prompts}.yaml"), item_noun="movie")
     store_dir = DATA / "rationales" / "ml100k"
     if not args.export_only:
+        out.mkdir(parents=True, exist_ok=True)
+        processes = args.processes
         summary = run_generation(
-            prepared=Prefix(), families={"slim": family},
-            backend=TransformersBackend(smollm2(DATA), model_id=TEACHER_ID, torch_threads=1),
+            prepared=view, families={"slim": family}, backend=backend(),
             params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
-            retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=Subset(users=args.users),
+            retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=subset,
             seed=42, batch_size=args.batch_size, store_dir=str(store_dir),
             make_trainer=lambda callbacks: pl.Trainer(
-                accelerator="cpu", devices=args.processes, strategy="ddp" if args.processes > 1 else "auto",
+                accelerator="cpu", devices=processes, strategy="ddp" if processes > 1 else "auto",
                 logger=False, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False),
             output_dir=str(out), export_dir=str(out / "rationales"))
         if summary is None:  # a DDP rank other than 0: rank 0 exports
             return
-    thash, seqs = family.template_hash(), ds.train_view().sequences
+    thash, seqs, view_fp = family.template_hash(), ds.train_view().sequences, view.fingerprint
     recs = [r for r in RationaleStore(store_dir, create=False).reload().records() if r["family"] == "slim"
-            and r["fingerprint"] == ds.fingerprint and r["provenance"]["model_id"] == TEACHER_ID
+            and r["fingerprint"] == view_fp and r["provenance"]["model_id"] == model_id
             and r["provenance"]["template_hash"] == thash and len(r["extra"]["history_items"])
             and _prefix_end(seqs[r["entity"]["user"]], r) == len(seqs[r["entity"]["user"]]) - k]
-    target = EXPORTS / f"slim_teacher_prefix{k}"
-    counts = export(recs, target, meta={"dataset": ds.name, "fingerprint": ds.fingerprint, "model_id": TEACHER_ID,
-                                        "source": "rationale store", "slim_window": {"exclude_last": k}})
-    print(f"teacher export (prefix, last {k} training items excluded): {counts} → {target}")
+    counts = export(recs, export_to, meta={"dataset": ds.name, "fingerprint": ds.fingerprint, "model_id": model_id,
+                                           "source": "rationale store", "slim_window": {"exclude_last": k}})
+    print(f"SLIM export of {model_id} (window: the training sequence without its last {k} items): {counts} → {export_to}")
 
 
 def _prefix_end(seq, record) -> int:
@@ -161,21 +165,15 @@ def generate(args) -> None:
     """Student rationales through the teacher's runner (rdrec.teacher.runner.run_generation, the code behind
     rdrec-generate) with the student as its backend: first the student's held-out users (for BLEU/ROUGE against
     the teacher), then the first --extra-users other user ids; into the shared rationale store, exported to
-    data/rationales/exports/ml100k/slim_student. rdrec-generate picks users by count only, hence this list."""
+    data/rationales/exports/ml100k/slim_student (or, with --exclude-last k, written from each training sequence
+    without its last k items, to slim_student_prefix<k>: the student's counterpart of the teacher's prefix
+    export, for training the fusion without the leak). rdrec-generate picks users by count only, hence this list."""
     from dataclasses import dataclass
 
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     from rdrec.methods.slim.distill_data import split_users
-    from rdrec.teacher.backends.base import GenerationParams
     from rdrec.teacher.backends.transformers import TransformersBackend
     from rdrec.teacher.export import load
-    from rdrec.teacher.generator import RetryPolicy
     from rdrec.teacher.prompts import Subset
-    from rdrec.teacher.runner import run_generation
-    from rdrec.utils.resolvers import CONFIG_DIR
 
     @dataclass(frozen=True)
     class Listed(Subset):
@@ -189,18 +187,13 @@ def generate(args) -> None:
     ds = prepared()
     extra = [u for u in range(1, ds.num_users + 1) if u not in heldout][: args.extra_users]
     student_dir = WORK / f"student_{args.tag}" / "student"
-    family = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim_student.yaml"), item_noun="movie")
-    out = WORK / "generate_student"
-    out.mkdir(parents=True, exist_ok=True)
-    run_generation(
-        prepared=ds, families={"slim": family},
-        backend=TransformersBackend(str(student_dir), model_id=f"slim-student:{student_dir}", torch_threads=1),
-        params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
-        retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=Listed(listed=tuple(heldout + extra)),
-        seed=42, batch_size=args.batch_size, store_dir=str(DATA / "rationales" / "ml100k"),
-        make_trainer=lambda callbacks: pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
-                                                  enable_checkpointing=False, enable_progress_bar=False),
-        output_dir=str(out), export_dir=str(EXPORTS / "slim_student"))
+    k = args.exclude_last
+    windowed_generation(
+        args, prompts="slim_student", model_id=f"slim-student:{student_dir}", subset=Listed(listed=tuple(heldout + extra)),
+        exclude_last=k, backend=lambda: TransformersBackend(str(student_dir), model_id=f"slim-student:{student_dir}",
+                                                           torch_threads=1),
+        out=WORK / ("generate_student" + (f"_prefix{k}" if k else "")),
+        export_to=EXPORTS / ("slim_student" + (f"_prefix{k}" if k else "")))
 
 
 # the study: (row name, strategy key, backbone-bound?) — a strategy key is a strategy plus overrides (STUDY_ARGS)
@@ -503,8 +496,11 @@ def main() -> None:
     p = sub.add_parser("generate")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--extra-users", type=int, default=0, help="users beyond the held-out ones")
+    p.add_argument("--exclude-last", type=int, default=0, help="write from the training sequence without its last k items")
+    p.add_argument("--export-only", action="store_true", help="export what the store holds; generate nothing")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--processes", type=int, default=1, help="CPU processes (DDP, one thread each): 2 uses both cores")
     for name in ("study", "table"):
         p = sub.add_parser(name)
         p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3])

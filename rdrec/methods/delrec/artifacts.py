@@ -13,7 +13,8 @@ KEY = "lm.soft_prompt"
 
 
 def load_soft_prompt(path: str | Path | None) -> torch.Tensor:
-    """The [N, H] soft prompt of a stage-1 run directory (its ``checkpoints/last.ckpt``) or checkpoint file."""
+    """The [N, H] soft prompt of a finished stage-1 run directory (its ``checkpoints/last.ckpt``; a run killed
+    part-way, with no ``metrics.json`` yet, is refused) or of a checkpoint file."""
     if not path:
         raise DataError("stage 2 needs the stage-1 run: set delrec.stage1_run=<run dir of strategy=delrec_stage1> "
                         "(or strategy.soft_prompt=null for the ablation without stage 1)", field="delrec.stage1_run")
@@ -26,4 +27,7 @@ def load_soft_prompt(path: str | Path | None) -> torch.Tensor:
     if KEY not in state:
         raise DataError("checkpoint holds no DELRec soft prompt", path=ckpt, field="state_dict", expected=KEY,
                         got=", ".join(sorted(state)[:5]) or "nothing")
+    if path.is_dir() and not (path / "metrics.json").is_file():  # last.ckpt is also saved during epochs
+        raise DataError("the stage-1 run did not finish (no metrics.json beside its checkpoints): continue it with "
+                        f"`rdrec-train resume={path}` first", path=path)
     return state[KEY].detach().clone()

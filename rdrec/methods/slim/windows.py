@@ -56,3 +56,25 @@ def window_ends(export_dir: str | Path, sequences, users, loaded: tuple | None =
                             expected=f"0..{n} (user {user}'s training length)", got=end)
         out[int(user)] = end
     return out
+
+
+class PrefixView:
+    """A prepared dataset whose training sequences are cut ``exclude_last`` items short, for writing rationales
+    from a prefix (``experiments/slim/run.py teacher --exclude-last k``). It is other data, so it has its own
+    ``fingerprint``: rationale store keys hold the fingerprint, and a prefix prompt must never be answered by the
+    stored full-window answer of the same user (or the other way round). Exports of its rationales name the
+    split's own fingerprint in their meta (with ``slim_window: {exclude_last: k}``), since their ids are the
+    split's."""
+
+    def __init__(self, prepared, exclude_last: int):
+        if exclude_last < 1:
+            raise ValueError(f"PrefixView: exclude_last must be >= 1, got {exclude_last}")
+        self.prepared, self.exclude_last = prepared, exclude_last
+        self.name = prepared.name
+        self.fingerprint = f"{prepared.fingerprint}:exclude_last={exclude_last}"
+
+    def train_view(self):
+        import dataclasses
+
+        view, k = self.prepared.train_view(), self.exclude_last
+        return dataclasses.replace(view, sequences=[s[: max(len(s) - k, 0)] for s in view.sequences])
