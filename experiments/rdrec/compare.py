@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     walls = {}
+    for method, tag in recorded.items():  # the recorded runs' wall times travel with their numbers
+        saved = json.loads((Path(args.results) / f"compare_{tag}.json").read_text()).get("wall_seconds", {})
+        walls.update({k: v for k, v in saved.items() if k.split("/")[0] == method})
     for method in args.methods:
         for seed in args.seeds:
             f = work / method.lower() / f"seed{seed}" / "wall_seconds.json"
