@@ -143,6 +143,27 @@ def test_a_family_decodes_and_is_keyed_with_its_own_parameter_overrides(prepared
         families()["slim"].__class__(own["slim"].templates, generation={"temprature": 0.5})
 
 
+def test_a_stored_answer_is_never_reused_for_another_prompt(prepared, tmp_path):
+    import dataclasses
+
+    from rdrec.errors import DataError
+
+    _run(prepared, tmp_path, Scripted(good_every=1))
+
+    class CutShort:  # other training sequences under the same fingerprint: other prompts, the same keys
+        name, fingerprint = prepared.name, prepared.fingerprint
+
+        def train_view(self):
+            view = prepared.train_view()
+            return dataclasses.replace(view, sequences=[s[:-1] for s in view.sequences])
+
+    backend = Scripted(good_every=1)
+    with pytest.raises(DataError, match="another prompt") as err:
+        _run(CutShort(), tmp_path, backend)
+    assert "\n" not in str(err.value) and backend.calls == []  # one line, before any generation
+    assert _run(prepared, tmp_path, Scripted(good_every=1))["run/generated"] == 0  # the same data: all reused
+
+
 def test_generation_params_validate():
     with pytest.raises(ValueError):
         GenerationParams(do_sample=True, temperature=0)

@@ -38,13 +38,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import jinja2
 import numpy as np
 
 from rdrec.data.prepared import TrainView
+from rdrec.teacher.backends.base import GenerationParams, Stop, looping
 
 #: bump when rendering or parsing changes in a way the template text does not show (it enters the hash)
 #: 2: answers stop once complete (``stop``), an answer that is only the prefilled opening is unparsable
@@ -121,10 +122,6 @@ class PromptFamily:
         self.max_word_repeats = max_word_repeats  # a part naming one word this often is a loop: stopped, rejected
         # this family's overrides of the run's generation parameters (e.g. {do_sample: true}); part of its keys
         self.generation = {str(k): v for k, v in dict(generation or {}).items()}
-        from dataclasses import fields
-
-        from rdrec.teacher.backends.base import GenerationParams
-
         unknown = set(self.generation) - {f.name for f in fields(GenerationParams)}
         if unknown:
             raise ValueError(f"{self.name} prompts: generation: unknown parameter(s) {sorted(unknown)}; "
@@ -179,7 +176,7 @@ class PromptFamily:
             raise ParseError(f"{name}: not a sentence: {text[:40]!r}")
         if text.rstrip(" .:;,-").lower() in self._openings:
             raise ParseError(f"{name}: only the opening words, nothing after them: {text[:40]!r}")
-        if self.max_word_repeats is not None and _looping(text, self.max_word_repeats):
+        if self.max_word_repeats is not None and looping(text, self.max_word_repeats):
             raise ParseError(f"{name}: a looping list (a word {self.max_word_repeats} times or more): {text[:60]!r}")
         return text
 
@@ -217,8 +214,6 @@ class RDRecFamily(PromptFamily):
             raise ValueError(f"rdrec levels {missing} need templates of the same name (conf/prompts/rdrec.yaml)")
 
     def stop(self, kind: str):
-        from rdrec.teacher.backends.base import Stop
-
         return Stop(2 if kind == "interaction" else 1, self.max_line_words, self.max_word_repeats)
 
     def template_hash(self, variant: str) -> str:
@@ -333,8 +328,6 @@ class SlimFamily(PromptFamily):
         return out
 
     def stop(self, kind: str):
-        from rdrec.teacher.backends.base import Stop
-
         return Stop(3, self.max_line_words, self.max_word_repeats)
 
     def parse(self, text: str, kind: str | None = None) -> dict[str, str]:
@@ -392,12 +385,6 @@ def _numbered(text: str, count: int, step_words: bool = False) -> list[str] | No
             part = re.split(r"\n\s*\n|\n\s*(?:\d+\s*[.)]|step\s*\d)", part, maxsplit=1, flags=re.I)[0]
         parts.append(part)
     return parts
-
-
-def _looping(text: str, max_repeats: int) -> bool:
-    from rdrec.teacher.backends.base import looping
-
-    return looping(text, max_repeats)
 
 
 def _first_line(text: str) -> str:

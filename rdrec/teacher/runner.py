@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rdrec.data.prepared import PreparedDataset
+from rdrec.errors import DataError
 from rdrec.teacher.module import TeacherModule, first
 from rdrec.teacher.backends.base import Backend, GenerationParams
 from rdrec.teacher.callbacks import GenerationProgress, StoreWriter, stopped_message
@@ -39,6 +40,7 @@ def run_generation(*, prepared: PreparedDataset, families: dict[str, PromptFamil
                    params=params, retry=retry, seed=seed, batch_size=batch_size, families=families)
     keys = [job.key for b in batches for job in b]
     store = RationaleStore(store_dir)
+    _check_stored_prompts(store, batches, store_dir)
     todo = [[job for job in b if job.key not in store] for b in batches]
     todo = [b for b in todo if b]
     pending = sum(len(b) for b in todo)
@@ -104,6 +106,18 @@ def summarise(records: list[dict], keys: list[str], totals: dict, elapsed: float
     out["run/tokens_per_s"] = totals["completion_tokens"] / elapsed if elapsed > 0 and totals["completion_tokens"] else 0.0
     out["run/world_size"] = world_size
     return out
+
+
+def _check_stored_prompts(store: RationaleStore, batches, store_dir: str) -> None:
+    """A stored answer is reused only for the very prompt it answered. A key stands for (data fingerprint, family,
+    entity, template, model, parameters); data that renders other prompts under the same fingerprint (e.g. a view
+    of the training sequences cut short) would otherwise be "already stored" under another prompt's answer."""
+    for job in (j for b in batches for j in b):
+        stored = store.get(job.key)
+        if stored is not None and "messages" in stored and stored["messages"] != job.item.chat():
+            raise DataError(f"a stored answer was written for another prompt than this run's {job.item.family} "
+                            f"{job.item.kind} prompt for {job.item.entity}: data that renders other prompts needs its "
+                            "own fingerprint", path=store_dir, field=f"key {job.key}")
 
 
 def report(summary: dict, counts: dict, export_dir: str) -> str:
