@@ -121,6 +121,47 @@ def test_plan_is_fixed_batches_over_length_sorted_prompts(prepared):
         plan(items + items[:1], **kw)
 
 
+class Sizes(Scripted):
+    """Also records the size of every ``generate`` call and whether it was a retry."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sizes = []
+
+    def generate(self, chats, seeds, params, stop=None):
+        self.sizes.append((len(chats), params.do_sample))
+        return super().generate(chats, seeds, params, stop)
+
+
+def test_a_unit_decodes_its_batches_as_planned_and_its_retries_together(prepared, tmp_path):
+    items = families()["slim"].build(prepared.train_view(), Subset(users=12))
+    kw = dict(dataset="d", fingerprint="f", model_id="m", params=GenerationParams(), retry=RetryPolicy(), seed=1)
+    units = plan(items, batch_size=3, pool=2, **kw)
+    assert [len(u) for u in units] == [6, 6]  # a unit = 2 consecutive batches of the length-sorted prompts
+    assert [j.key for u in units for j in u] == [j.key for b in plan(items, batch_size=3, **kw) for j in b]
+    greedy = families()["slim"]
+    greedy.generation = {}
+    backend = Sizes(good_every=3)
+    gen = RationaleGenerator(backend, {"slim": greedy}, GenerationParams(max_new_tokens=16, do_sample=False),
+                             RetryPolicy(max_retries=2), 0, "d", "f", batch_size=3)
+    records, stats = gen.run_batch(units[0])
+    first = [n for n, sampled in backend.sizes if not sampled]
+    assert first == [3, 3]  # the first attempt: the planned batches, as they were
+    failed_first = sum(r["attempts"] > 1 for r in records)
+    retries = [n for n, sampled in backend.sizes if sampled]
+    assert failed_first > 1 and retries[0] == min(failed_first, 3)  # one batch's failures do not decode alone
+    assert sum(retries) == sum(r["attempts"] - 1 for r in records) and stats["generations"] == 6 + sum(retries)
+    # the same unit, one batch per retry pass (the old behaviour): the same records
+    old = Sizes(good_every=3)
+    records_old = [r for b in plan(items, batch_size=3, **kw)[:2] for r in RationaleGenerator(
+        old, {"slim": greedy}, GenerationParams(max_new_tokens=16, do_sample=False), RetryPolicy(max_retries=2),
+        0, "d", "f").run_batch(b)[0]]
+    strip = lambda rs: sorted((r["key"], r["text"], r["attempts"]) for r in rs)
+    assert strip(records) == strip(records_old)
+    with pytest.raises(ValueError, match="pool"):
+        plan(items, batch_size=3, pool=0, **kw)
+
+
 def test_a_family_decodes_and_is_keyed_with_its_own_parameter_overrides(prepared, tmp_path):
     plain = families()
     plain["slim"].generation = {}

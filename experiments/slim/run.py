@@ -5,6 +5,8 @@
     python experiments/slim/run.py generate --extra-users 100   # student rationales (held-out users first) → an export
     python experiments/slim/run.py study --parallel 2   # the study at convergence → results/study.md (resumable)
     python experiments/slim/run.py text                # student vs teacher: BLEU/ROUGE on held-out users, s/rationale
+    python experiments/slim/run.py archive             # the study runs' small files (+ last.ckpt of unfinished ones)
+    python experiments/slim/run.py restore             #   → results/study_runs.tar.gz and back into work/
 
 Exports go to data/rationales/exports/ml100k/slim_{teacher,student} (the paths conf/experiment/slim_ml100k.yaml
 reads); runs to experiments/slim/work/ (not committed); tables and JSON to experiments/slim/results/.
@@ -125,7 +127,7 @@ def windowed_generation(args, *, prompts: str, model_id: str, subset, exclude_la
             prepared=view, families={"slim": family}, backend=backend(),
             params=GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=1.1),
             retry=RetryPolicy(max_retries=args.retries, retry_temperature=0.7), subset=subset,
-            seed=42, batch_size=args.batch_size, store_dir=str(store_dir),
+            seed=42, batch_size=args.batch_size, retry_pool=args.retry_pool, store_dir=str(store_dir),
             make_trainer=lambda callbacks: pl.Trainer(
                 accelerator="cpu", devices=processes, strategy="ddp" if processes > 1 else "auto",
                 logger=False, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False),
@@ -170,9 +172,7 @@ def generate(args) -> None:
     export, for training the fusion without the leak). rdrec-generate picks users by count only, hence this list."""
     from dataclasses import dataclass
 
-    from rdrec.methods.slim.distill_data import split_users
     from rdrec.teacher.backends.transformers import TransformersBackend
-    from rdrec.teacher.export import load
     from rdrec.teacher.prompts import Subset
 
     @dataclass(frozen=True)
@@ -182,8 +182,7 @@ def generate(args) -> None:
         def pick_users(self, view):
             return [u for u in self.listed if len(view.sequences[u])]
 
-    teacher = load(EXPORTS / "slim_teacher")["slim_users"]
-    heldout = split_users([int(u) for u in teacher["user"]], 8, 20, 0)["heldout"]
+    heldout = _student_heldout(WORK / f"student_{args.tag}")
     ds = prepared()
     extra = [u for u in range(1, ds.num_users + 1) if u not in heldout][: args.extra_users]
     student_dir = WORK / f"student_{args.tag}" / "student"
@@ -194,6 +193,24 @@ def generate(args) -> None:
                                                            torch_threads=1),
         out=WORK / ("generate_student" + (f"_prefix{k}" if k else "")),
         export_to=EXPORTS / ("slim_student" + (f"_prefix{k}" if k else "")))
+
+
+def _student_heldout(run: Path) -> list[int]:
+    """The held-out users of the student trained in ``run``: the same seeded split of the same teacher export, with
+    the sizes and seed the run was configured with (its ``.hydra/config.yaml``)."""
+    from omegaconf import OmegaConf
+
+    import rdrec.utils.resolvers  # noqa: F401  (the config's ${rdrec_root:})
+    from rdrec.methods.slim.distill_data import split_users
+    from rdrec.teacher.export import load
+
+    config = run / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise SystemExit(f"run.py generate: no student run at {run} (expected {config}); train it first: run.py student")
+    data = OmegaConf.load(config).data
+    teacher = load(data.teacher)["slim_users"]
+    return split_users([int(u) for u in teacher["user"]], int(data.valid_users), int(data.heldout_users),
+                       int(data.get("split_seed", 0)))["heldout"]
 
 
 # the study: (row name, strategy key, backbone-bound?) — a strategy key is a strategy plus overrides (STUDY_ARGS)
@@ -479,15 +496,56 @@ def text(args) -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
 
 
+ARCHIVE = RESULTS / "study_runs.tar.gz"
+
+
+def archive(args) -> None:
+    """results/study_runs.tar.gz: what the table reads from every study run (metrics.json, per-user ranks, the
+    per-epoch CSV, the resolved config) and, for a run not finished yet, its last.ckpt, so a fresh clone
+    rebuilds the table and resumes the study (``run.py restore``). Work directories are not committed."""
+    import tarfile
+
+    keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
+            "wall_seconds.json")
+    files = []
+    for run in sorted((WORK / "study").glob("*_seed*")):
+        if not run.is_dir():
+            continue
+        files += [run / k for k in keep if (run / k).is_file()]
+        if not (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file():
+            files.append(run / "checkpoints" / "last.ckpt")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = ARCHIVE.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=str(f.relative_to(WORK)))
+    tmp.replace(ARCHIVE)
+    print(f"{len(files)} files of {len({f.relative_to(WORK).parts[1] for f in files})} runs -> {ARCHIVE} "
+          f"({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
+
+
+def restore(args) -> None:
+    """Unpack results/study_runs.tar.gz into work/ (existing files are kept)."""
+    import tarfile
+
+    with tarfile.open(ARCHIVE) as tar:
+        members = [m for m in tar.getmembers() if not (WORK / m.name).exists()]
+        tar.extractall(WORK, members=members, filter="data")
+    print(f"restored {len(members)} files into {WORK / 'study'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
     sub.add_parser("export-teacher")
+    sub.add_parser("archive")
+    sub.add_parser("restore")
     p = sub.add_parser("teacher")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--exclude-last", type=int, default=5)
     p.add_argument("--export-only", action="store_true", help="export what the store holds; generate nothing")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--retry-pool", type=int, default=2, help="batches whose retries decode together (conf/teacher/smollm2.yaml)")
     p.add_argument("--retries", type=int, default=1)
     p.add_argument("--processes", type=int, default=1, help="CPU processes (DDP, one thread each): 2 uses both cores")
     p = sub.add_parser("student")
@@ -498,7 +556,8 @@ def main() -> None:
     p.add_argument("--extra-users", type=int, default=0, help="users beyond the held-out ones")
     p.add_argument("--exclude-last", type=int, default=0, help="write from the training sequence without its last k items")
     p.add_argument("--export-only", action="store_true", help="export what the store holds; generate nothing")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--retry-pool", type=int, default=2, help="batches whose retries decode together (conf/teacher/smollm2.yaml)")
     p.add_argument("--retries", type=int, default=1)
     p.add_argument("--processes", type=int, default=1, help="CPU processes (DDP, one thread each): 2 uses both cores")
     for name in ("study", "table"):
@@ -517,6 +576,7 @@ def main() -> None:
     p.add_argument("--bench-users", type=int, default=8)
     args = parser.parse_args()
     {"export-teacher": export_teacher, "teacher": teacher, "student": student, "generate": generate, "study": study, "table": table,
+     "archive": archive, "restore": restore,
      "text": text}[args.step](args)
 
 

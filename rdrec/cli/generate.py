@@ -34,6 +34,7 @@ def main(cfg: DictConfig) -> float | None:
         subset=instantiate(cfg.subset),
         seed=cfg.seed,
         batch_size=cfg.teacher.batch_size,
+        retry_pool=cfg.teacher.get("retry_pool", 1),
         store_dir=str(Path(cfg.store_dir) / prepared.name),
         make_trainer=lambda callbacks: instantiate(cfg.trainer, callbacks=callbacks + instantiate_list(cfg.get("callbacks"))),
         output_dir=cfg.paths.output_dir,

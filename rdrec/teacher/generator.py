@@ -1,13 +1,16 @@
 """From prompts to stored records: keys, fixed batches, parsing with retries, provenance.
 
-``plan`` gives every prompt its store key and cuts the whole (family-grouped, length-sorted) prompt list into fixed batches
-*before* anything already stored is dropped, so a resumed run decodes exactly the batches an uninterrupted
-run would have decoded — same composition, same seeds, same text — and a run's result does not depend on
-where it was killed.
+``plan`` gives every prompt its store key and cuts the whole (family-grouped, length-sorted) prompt list into fixed units
+of work *before* anything already stored is dropped, so a resumed run decodes exactly the batches an
+uninterrupted run would have decoded — same composition, same seeds, same text — and a run's result does not
+depend on where it was killed. A unit is ``pool`` consecutive batches of ``batch_size`` prompts; its records are
+stored together.
 
-``RationaleGenerator.run_batch`` generates one batch, parses each answer with its family's parser, and retries
-the unparsable ones (up to ``max_retries`` times) with a new seed (greedy decoding switches to sampling at
-``retry_temperature`` for retries, since a new seed changes nothing for arg max). A prompt still unparsable
+``RationaleGenerator.run_batch`` generates one unit, batch by batch, parses each answer with its family's parser,
+and retries the unparsable ones (up to ``max_retries`` times) with a new seed (greedy decoding switches to
+sampling at ``retry_temperature`` for retries, since a new seed changes nothing for arg max). The retries of a
+whole unit are decoded together, in batches of ``batch_size``: one batch's one or two failures alone would
+decode at batch size 1–2, where a CPU reads every weight per token for one row. A prompt still unparsable
 is recorded with ``status: "failed"`` and all its raw answers; it is never given made-up text. A prompt the
 backend could not answer at all (server unreachable after its retries) gets no record: a re-run does it.
 """
@@ -57,11 +60,14 @@ def family_params(params: GenerationParams, family: PromptFamily | None) -> Gene
 
 def plan(items: list[PromptItem], *, dataset: str, fingerprint: str, model_id: str, params: GenerationParams,
          retry: RetryPolicy, seed: int, batch_size: int,
-         families: dict[str, PromptFamily] | None = None) -> list[list[Job]]:
-    """Keys for every prompt; batches of ``batch_size`` over the prompts grouped by family and kind (a batch
-    never mixes two: it shares their system message and few-shot example, and one stop rule) and sorted by
-    length, longest first (so padding is small). A key holds the parameters the prompt is decoded with: the
-    run's, with its family's overrides (``families``)."""
+         families: dict[str, PromptFamily] | None = None, pool: int = 1) -> list[list[Job]]:
+    """Keys for every prompt; units of ``pool`` batches of ``batch_size`` over the prompts grouped by family and
+    kind (a unit never mixes two: its prompts share their system message and few-shot example, and one stop
+    rule) and sorted by length, longest first (so padding is small). A key holds the parameters the prompt is
+    decoded with: the run's, with its family's overrides (``families``)."""
+    if batch_size < 1 or pool < 1:
+        raise ValueError(f"batch_size and pool must be >= 1, got {batch_size} and {pool}")
+    unit = batch_size * pool
     jobs = []
     for item in items:
         used = family_params(params, (families or {}).get(item.family))
@@ -76,14 +82,16 @@ def plan(items: list[PromptItem], *, dataset: str, fingerprint: str, model_id: s
     batches = []
     for group in itertools.groupby(jobs, key=lambda j: (j.item.family, j.item.kind)):
         same = list(group[1])
-        batches += [same[i:i + batch_size] for i in range(0, len(same), batch_size)]
+        batches += [same[i:i + unit] for i in range(0, len(same), unit)]
     return batches
 
 
 class RationaleGenerator:
     def __init__(self, backend: Backend, families: dict[str, PromptFamily], params: GenerationParams,
-                 retry: RetryPolicy, seed: int, dataset: str, fingerprint: str, stop: bool = True):
+                 retry: RetryPolicy, seed: int, dataset: str, fingerprint: str, stop: bool = True,
+                 batch_size: int | None = None):
         self.backend, self.families, self.params = backend, families, params
+        self.batch_size = batch_size  # rows decoded together (None: a whole unit at once)
         self.stop = stop  # stop each answer once its format is complete (the family's rule)
         self.retry, self.seed = retry, seed
         self.dataset, self.fingerprint = dataset, fingerprint
@@ -94,22 +102,25 @@ class RationaleGenerator:
         return params if attempt == 0 else params.for_retry(self.retry.retry_temperature)
 
     def _generate(self, jobs: list[Job], seeds: list[int], attempt: int) -> list:
-        """One ``backend.generate`` per (family, kind) among ``jobs`` (each has its own stop rule and its family's
-        parameters), in order."""
+        """``backend.generate`` per (family, kind) among ``jobs`` (each has its own stop rule and its family's
+        parameters), ``batch_size`` consecutive rows at a time, in order."""
         out = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
         for i, j in enumerate(jobs):
             groups.setdefault((j.item.family, j.item.kind), []).append(i)
         for (family, kind), idx in groups.items():
             stop = self.families[family].stop(kind) if self.stop else None
-            gens = self.backend.generate([jobs[i].item.chat() for i in idx], [seeds[i] for i in idx],
-                                         self.params_for(family, attempt), stop=stop)
-            for i, g in zip(idx, gens):
-                out[i] = g
+            step = self.batch_size or len(idx)
+            for start in range(0, len(idx), step):
+                part = idx[start:start + step]
+                gens = self.backend.generate([jobs[i].item.chat() for i in part], [seeds[i] for i in part],
+                                             self.params_for(family, attempt), stop=stop)
+                for i, g in zip(part, gens):
+                    out[i] = g
         return out
 
     def run_batch(self, jobs: list[Job], rank: int = 0) -> tuple[list[dict], dict]:
-        """Generate, parse and retry one batch. Returns (records to store, counters)."""
+        """Generate, parse and retry one unit (its retries decoded together). Returns (records to store, counters)."""
         t0 = time.perf_counter()
         state = {j.key: {"texts": [], "errors": [], "tokens": [0, 0], "parsed": None, "transport": None} for j in jobs}
         pending = list(jobs)

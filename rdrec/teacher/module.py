@@ -1,8 +1,8 @@
 """The teacher as a LightningModule, so ``Trainer.predict`` shards generation across devices and nodes.
 
-Each predict "sample" is one fixed batch of prompts (``rdrec.teacher.generator.plan``); under DDP Lightning
+Each predict "sample" is one fixed unit of prompts (``rdrec.teacher.generator.plan``: a few batches); under DDP Lightning
 gives every rank a disjoint share of these batches (its ``UnrepeatedDistributedSamplerWrapper`` for predict:
-no padding, so no batch is generated twice). ``predict_step`` generates, parses and retries its batch and
+no padding, so no batch is generated twice). ``predict_step`` generates, parses and retries its unit and
 returns the records; a ``BasePredictionWriter`` (``rdrec.teacher.callbacks.StoreWriter``) commits them. The
 module knows nothing of files; the local model (transformers backend) is a submodule, so Lightning moves it to
 the rank's device.

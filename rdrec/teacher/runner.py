@@ -33,11 +33,13 @@ log = logging.getLogger(__name__)
 
 def run_generation(*, prepared: PreparedDataset, families: dict[str, PromptFamily], backend: Backend,
                    params: GenerationParams, retry: RetryPolicy, subset: Subset, seed: int, batch_size: int,
-                   store_dir: str, make_trainer, output_dir: str, export_dir: str | None = None) -> dict | None:
+                   store_dir: str, make_trainer, output_dir: str, export_dir: str | None = None,
+                   retry_pool: int = 1) -> dict | None:
     view = prepared.train_view()
     items = [item for family in families.values() for item in family.build(view, subset)]
     batches = plan(items, dataset=prepared.name, fingerprint=prepared.fingerprint, model_id=backend.model_id,
-                   params=params, retry=retry, seed=seed, batch_size=batch_size, families=families)
+                   params=params, retry=retry, seed=seed, batch_size=batch_size, families=families,
+                   pool=retry_pool)
     keys = [job.key for b in batches for job in b]
     store = RationaleStore(store_dir)
     _check_stored_prompts(store, batches, store_dir)
@@ -46,10 +48,12 @@ def run_generation(*, prepared: PreparedDataset, families: dict[str, PromptFamil
     pending = sum(len(b) for b in todo)
     per_family = Counter(item.family for item in items)
     print(f"teacher: {len(items)} prompts ({', '.join(f'{k} {v}' for k, v in per_family.items())}); "
-          f"{len(items) - pending} already in {store_dir}; {pending} to generate in {len(todo)} batches of <= {batch_size} "
+          f"{len(items) - pending} already in {store_dir}; {pending} to generate in {len(todo)} units of <= {retry_pool} "
+          f"batch(es) of <= {batch_size} "
           f"with {backend.model_id} ({backend.name})", flush=True)
 
-    generator = RationaleGenerator(backend, families, params, retry, seed, prepared.name, prepared.fingerprint)
+    generator = RationaleGenerator(backend, families, params, retry, seed, prepared.name, prepared.fingerprint,
+                                   batch_size=batch_size)
     writer, progress = StoreWriter(store_dir), GenerationProgress(pending)
     trainer = make_trainer(callbacks=[writer, progress])
     start = time.perf_counter()

@@ -9,6 +9,7 @@ Batched decoding with its own loop instead of ``model.generate``:
   prompt family; batches are grouped by family) is encoded once, kept for later batches, and shared by all
   rows; each row's rest follows it after a masked gap: ``[prefix][pad…][suffix]``, positions counting real
   tokens only;
+- the KV cache grows in place (``rdrec.backbones.kv_cache``) instead of being re-copied at every step;
 - rows that finished (end of sequence or ``max_new_tokens``) leave the batch and the KV cache at once
   (``Cache.batch_select_indices``), so a long answer does not keep short ones computing;
 - each row samples with its own ``torch.Generator`` seeded by the caller, so a row's text does not depend on
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from rdrec.backbones.kv_cache import growing_cache
 from rdrec.teacher.backends.base import Backend, Generation, GenerationParams, Stop, join_opening, split_opening
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class TransformersBackend(Backend):
 
     def __init__(self, model: str, gguf_file: str | None = None, model_id: str | None = None, dtype: str = "float32",
                  max_input_tokens: int = 2048, torch_threads: int | None = None, share_prefix: bool = True,
-                 min_shared_prefix: int = 16):
+                 min_shared_prefix: int = 16, kv_cache: str = "growing"):
         self.path = str(model)
         self.gguf_file = gguf_file
         self.model_id = model_id or (Path(self.path).name + (f"/{gguf_file}" if gguf_file else ""))
@@ -52,6 +54,9 @@ class TransformersBackend(Backend):
         self.max_input_tokens = max_input_tokens
         self.torch_threads = torch_threads
         self.share_prefix, self.min_shared_prefix = share_prefix, min_shared_prefix
+        if kv_cache not in ("growing", "dynamic"):
+            raise ValueError(f"kv_cache: expected 'growing' (in place) or 'dynamic' (transformers' own), got {kv_cache!r}")
+        self.kv_cache = kv_cache
         self._prefixes: dict = {}
         self._newline: dict[int, bool] = {}
         self.model = None
@@ -143,8 +148,6 @@ class TransformersBackend(Backend):
         ``done_fn(row, token ids so far)`` is asked, when the row's new token holds a newline, whether the row's
         answer is complete (``check_often``: also every 16 tokens); a complete row stops there (finish reason
         "stop")."""
-        from transformers import DynamicCache
-
         model, dev = self.model, self.model.device
         n = len(prompts)
         if n == 0:
@@ -175,7 +178,7 @@ class TransformersBackend(Backend):
             seen.scatter_(1, ids * mask[:, plen:], mask[:, plen:].bool())
             if plen:
                 seen[:, torch.tensor(prompts[0][:plen], device=dev)] = True
-        cache = self._prefix_cache(prompts[0][:plen], n) if plen else DynamicCache(config=model.config)
+        cache = self._prefix_cache(prompts[0][:plen], n) if plen else self._new_cache()
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1, :]
         rows = torch.arange(n, device=dev)  # original index of each row still in the batch
@@ -214,11 +217,9 @@ class TransformersBackend(Backend):
         for ``n`` rows."""
         import copy
 
-        from transformers import DynamicCache
-
         key = tuple(prefix)
         if key not in self._prefixes:
-            cache = DynamicCache(config=self.model.config)
+            cache = self._new_cache()
             ids = torch.tensor([prefix], dtype=torch.long, device=self.model.device)
             self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             self._prefixes[key] = cache
@@ -228,6 +229,11 @@ class TransformersBackend(Backend):
         if n > 1:
             cache.batch_repeat_interleave(n)
         return cache
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return growing_cache(self.model.config) if self.kv_cache == "growing" else DynamicCache(config=self.model.config)
 
     @staticmethod
     def _choose(logits, rows, gens, seen, params: GenerationParams) -> torch.Tensor:
