@@ -42,7 +42,7 @@ def sh(cmd: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     print("$", " ".join(cmd), f"> {log}", flush=True)
     env = {**os.environ, **ENV}
-    with open(log, "w") as f:
+    with open(log, "a") as f:
         proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
         sys.exit(f"failed ({proc.returncode}); see {log}")
@@ -159,6 +159,10 @@ def student(args) -> None:
     if (run / "student" / "SOURCE.json").is_file() and (run / "metrics.json").is_file():
         print(f"student already trained: {run}")
         return
+    if (run / "checkpoints" / "last.ckpt").is_file():  # killed earlier: continue it (rdrec/cli/resume.py)
+        print(f"continuing the student run {run} from its last.ckpt", flush=True)
+        sh([str(BIN / "rdrec-train"), f"resume={run}"], run.with_suffix(".log"))
+        return
     sh([str(BIN / "rdrec-train"), "experiment=slim_student_ml100k", f"hydra.run.dir={run}",
         "trainer.enable_progress_bar=false", *args.overrides], run.with_suffix(".log"))
 
@@ -218,11 +222,14 @@ STUDY = [("backbone", "slim_backbone", True), ("backbone⁺ (item text)", "slim_
          ("backbone + teacher rationales", "slim_teacher", True), ("SLIM (student rationales)", "slim", True),
          ("ID-agnostic (student rationales)", "slim_agnostic", False),
          ("ID-agnostic (student rationales + history item text)", "slim_agnostic_hist", False)]
-ABLATION = [(f"SLIM, step {s} only", f"slim_step{s}", True) for s in (1, 2, 3)]
+# the reasoning-step ablation, on the student's and on the teacher's rationales ("all" is the row above)
+ABLATION = ([(f"SLIM, step {s} only", f"slim_step{s}", True) for s in (1, 2, 3)]
+            + [(f"backbone + teacher rationales, step {s} only", f"slim_teacher_step{s}", True) for s in (1, 2, 3)])
 NEEDS = {"slim_teacher": "teacher", "slim": "student", "slim_agnostic": "student", "slim_agnostic_hist": "student",
-         "slim_step1": "student", "slim_step2": "student", "slim_step3": "student"}
+         **{f"slim_step{s}": "student" for s in (1, 2, 3)}, **{f"slim_teacher_step{s}": "teacher" for s in (1, 2, 3)}}
 STUDY_ARGS = {"slim_agnostic_hist": ["strategy=slim_agnostic", "strategy.history_text=true"],
               **{f"slim_step{s}": ["strategy=slim", f"data.rationale_step={s}"] for s in (1, 2, 3)},
+              **{f"slim_teacher_step{s}": ["strategy=slim_teacher", f"data.rationale_step={s}"] for s in (1, 2, 3)},
               "pop": ["strategy=pop"]}
 COLUMNS = [("test/sampled/hr@10", "HR@10 (sampled)"), ("test/sampled/ndcg@10", "NDCG@10 (sampled)"),
            ("test/hr@10", "HR@10 (full)"), ("test/hr@20", "HR@20 (full)"), ("test/ndcg@10", "NDCG@10 (full)")]
@@ -364,7 +371,8 @@ def table(args) -> None:
                         unfinished.append(f"{label}, seed {s}: {int(val['epoch'].max()) + 1} epochs, best val NDCG@10 "
                                           f"{val['val/ndcg@10'].max():.4f} at epoch {int(val.loc[val['val/ndcg@10'].idxmax(), 'epoch']) + 1}")
             if not runs:
-                (awaiting if NEEDS.get(key) else not_run).append(label)
+                given = {"teacher": args.teacher_exports, "student": args.student_exports}
+                (awaiting if NEEDS.get(key) and not given[NEEDS[key]] else not_run).append(label)
                 continue
             ms = [json.loads((r / "metrics.json").read_text()) for r in runs]
             cells = []
@@ -405,9 +413,9 @@ def table(args) -> None:
     if unfinished:
         md += "\n\nUnfinished (no early stop yet): " + "; ".join(unfinished) + "."
     if not_run:
-        md += "\n\nNot run yet (need no rationales): " + "; ".join(not_run) + "."
+        md += "\n\nNot run yet: " + "; ".join(not_run) + "."
     if awaiting:
-        md += "\n\nAwait rationales for every user: " + "; ".join(awaiting) + "."
+        md += "\n\nAwait rationale exports (--teacher-exports / --student-exports): " + "; ".join(awaiting) + "."
     (RESULTS / "study.md").write_text(md + "\n")
     (RESULTS / "study.json").write_text(json.dumps(out, indent=1) + "\n")
     print(md)
@@ -501,13 +509,18 @@ ARCHIVE = RESULTS / "study_runs.tar.gz"
 
 def archive(args) -> None:
     """results/study_runs.tar.gz: what the table reads from every study run (metrics.json, per-user ranks, the
-    per-epoch CSV, the resolved config) and, for a run not finished yet, its last.ckpt, so a fresh clone
-    rebuilds the table and resumes the study (``run.py restore``). Work directories are not committed."""
+    per-epoch CSV, the resolved config) and, for a run not finished yet (a study run or a student), its config and
+    last.ckpt, so a fresh clone rebuilds the table and resumes (``run.py restore``). Work directories are not
+    committed."""
     import tarfile
 
     keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
             "wall_seconds.json")
     files = []
+    for run in sorted(WORK.glob("student_*")):  # a student still training: what it needs to continue
+        if run.is_dir() and not (run / "metrics.json").is_file():
+            files += [f for f in (run / ".hydra").glob("*.yaml")]
+            files += [run / k for k in ("checkpoints/last.ckpt", "csv/metrics.csv") if (run / k).is_file()]
     for run in sorted((WORK / "study").glob("*_seed*")):
         if not run.is_dir():
             continue
@@ -520,7 +533,7 @@ def archive(args) -> None:
         for f in files:
             tar.add(f, arcname=str(f.relative_to(WORK)))
     tmp.replace(ARCHIVE)
-    print(f"{len(files)} files of {len({f.relative_to(WORK).parts[1] for f in files})} runs -> {ARCHIVE} "
+    print(f"{len(files)} files of {len({f.relative_to(WORK).parts[:2] for f in files})} runs -> {ARCHIVE} "
           f"({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -567,7 +580,7 @@ def main() -> None:
         p.add_argument("--only", type=lambda v: v.split(","), default=[], help="strategy keys to run (default all)")
         p.add_argument("--teacher-exports", type=lambda v: v.split(","), default=[])
         p.add_argument("--student-exports", type=lambda v: v.split(","), default=[])
-        p.add_argument("--ablation", action="store_true", help="also the reasoning-step ablation (student rationales)")
+        p.add_argument("--ablation", action="store_true", help="also the reasoning-step ablation (student and teacher rationales)")
         p.add_argument("--max-epochs", type=int, default=1000)
         p.add_argument("--patience", type=int, default=10)
         p.add_argument("--parallel", type=int, default=1)

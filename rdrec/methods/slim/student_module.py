@@ -180,7 +180,21 @@ class SlimStudentModule(pl.LightningModule):
         self.generations = []
 
     def on_test_epoch_end(self) -> None:
+        self._gather_generations()
         self._finish("test")
+
+    def _gather_generations(self) -> None:
+        """Under DDP every rank answered its share of the held-out users: the parse rate and BLEU/ROUGE are over
+        all of them (each user once: a distributed sampler may repeat a user to even out the shares)."""
+        if self.trainer is None or self.trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return
+        parts: list = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(parts, self.generations)
+        by_user = {}
+        for part in parts:
+            for g in part:
+                by_user.setdefault(g["user"], g)
+        self.generations = [by_user[u] for u in sorted(by_user)]
 
     def _finish(self, stage: str) -> None:
         total, tokens = self._sums.pop(stage, [0.0, 0])
