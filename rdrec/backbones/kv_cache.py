@@ -47,8 +47,9 @@ if DynamicLayer is not None:
             self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
+            if not self.is_initialized:  # (lazy_initialization's signature differs between transformers versions)
+                self.dtype, self.device = key_states.dtype, key_states.device
+                self.is_initialized = True
             new = key_states.shape[-2]
             if self._k is None or self.length + new > self._k.shape[-2]:
                 self._grow(key_states, value_states, self.length + new + self.chunk)
