@@ -520,7 +520,8 @@ def archive(args) -> None:
     for run in sorted(WORK.glob("student_*")):  # a student still training: what it needs to continue
         if run.is_dir() and not (run / "metrics.json").is_file():
             files += [f for f in (run / ".hydra").glob("*.yaml")]
-            files += [run / k for k in ("checkpoints/last.ckpt", "csv/metrics.csv") if (run / k).is_file()]
+            files += sorted((run / "checkpoints").glob("*.ckpt"))  # last.ckpt and the best so far (test loads it)
+            files += [run / k for k in ("csv/metrics.csv",) if (run / k).is_file()]
     for run in sorted((WORK / "study").glob("*_seed*")):
         if not run.is_dir():
             continue
