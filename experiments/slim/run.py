@@ -228,8 +228,10 @@ ABLATION = ([(f"SLIM, step {s} only", f"slim_step{s}", True) for s in (1, 2, 3)]
 NEEDS = {"slim_teacher": "teacher", "slim": "student", "slim_agnostic": "student", "slim_agnostic_hist": "student",
          **{f"slim_step{s}": "student" for s in (1, 2, 3)}, **{f"slim_teacher_step{s}": "teacher" for s in (1, 2, 3)}}
 STUDY_ARGS = {"slim_agnostic_hist": ["strategy=slim_agnostic", "strategy.history_text=true"],
-              **{f"slim_step{s}": ["strategy=slim", f"data.rationale_step={s}"] for s in (1, 2, 3)},
-              **{f"slim_teacher_step{s}": ["strategy=slim_teacher", f"data.rationale_step={s}"] for s in (1, 2, 3)},
+              **{f"slim_step{s}": ["strategy=slim", f"data.rationale_step={s}", "data.unparsed_rationales=false"]
+                 for s in (1, 2, 3)},
+              **{f"slim_teacher_step{s}": ["strategy=slim_teacher", f"data.rationale_step={s}",
+                                         "data.unparsed_rationales=false"] for s in (1, 2, 3)},  # (no steps to pick)
               "pop": ["strategy=pop"]}
 COLUMNS = [("test/sampled/hr@10", "HR@10 (sampled)"), ("test/sampled/ndcg@10", "NDCG@10 (sampled)"),
            ("test/hr@10", "HR@10 (full)"), ("test/hr@20", "HR@20 (full)"), ("test/ndcg@10", "NDCG@10 (full)")]
