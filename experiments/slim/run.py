@@ -511,19 +511,14 @@ ARCHIVE = RESULTS / "study_runs.tar.gz"
 
 def archive(args) -> None:
     """results/study_runs.tar.gz: what the table reads from every study run (metrics.json, per-user ranks, the
-    per-epoch CSV, the resolved config) and, for a run not finished yet (a study run or a student), its config and
-    last.ckpt, so a fresh clone rebuilds the table and resumes (``run.py restore``). Work directories are not
-    committed."""
+    per-epoch CSV, the resolved config) and, for a study run not finished yet, its last.ckpt, so a fresh clone
+    rebuilds the table and resumes (``run.py restore``). A student's checkpoints (~6 MB each: adapters and
+    optimiser state) stay out of git. Work directories are not committed."""
     import tarfile
 
     keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
             "wall_seconds.json")
     files = []
-    for run in sorted(WORK.glob("student_*")):  # a student still training: what it needs to continue
-        if run.is_dir() and not (run / "metrics.json").is_file():
-            files += [f for f in (run / ".hydra").glob("*.yaml")]
-            files += sorted((run / "checkpoints").glob("*.ckpt"))  # last.ckpt and the best so far (test loads it)
-            files += [run / k for k in ("csv/metrics.csv",) if (run / k).is_file()]
     for run in sorted((WORK / "study").glob("*_seed*")):
         if not run.is_dir():
             continue
