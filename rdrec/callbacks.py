@@ -43,6 +43,25 @@ class SaveRanks(pl.Callback):
                     pd.DataFrame({"user": users, "rank": ranks.cpu().numpy()}).to_csv(f, index=False)
 
 
+class SaveGenerations(pl.Callback):
+    """After testing, writes the module's test answers (``pl_module.generations``: one dict per answered prompt,
+    e.g. the SLIM student's user, prompt, teacher text, student text and whether it parsed) to ``path`` as JSON
+    lines, on rank 0 and atomically, so a reader sees which answers failed and why."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import json
+
+        rows = getattr(pl_module, "generations", None)
+        if not rows or not trainer.is_global_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.path, "w") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 class SaveTopK(pl.Callback):
     """After testing, writes every evaluated user's top-k items to ``<dirpath>/<stage>.parquet``.
 

@@ -38,6 +38,9 @@ def test_student_trains_then_generates_into_the_store_from_training_history_only
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/loss"] > 0 and metrics["test/tokens"] > 0 and "val/loss" in metrics
     assert (run / "student" / "model.safetensors").is_file() and (run / "student" / "tokenizer.json").is_file()
+    answers = [json.loads(line) for line in (run / "test_generations.jsonl").read_text().splitlines()]
+    assert len(answers) == metrics["test/answers"] == 6  # every held-out user's answer, and whether it parsed
+    assert {"user", "prompt", "teacher", "student", "parsed"} <= set(answers[0])
     import torch
     ckpt = torch.load(next((run / "checkpoints").glob("epoch*.ckpt")), weights_only=False)
     assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])  # adapters only

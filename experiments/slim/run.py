@@ -444,7 +444,6 @@ def text(args) -> None:
     from torchmetrics.text import BLEUScore
     from torchmetrics.text.rouge import ROUGEScore
 
-    from rdrec.methods.slim.distill_data import split_users
     from rdrec.methods.slim.texts import load_rationales
     from rdrec.teacher.backends.base import GenerationParams
     from rdrec.teacher.backends.transformers import TransformersBackend
@@ -457,7 +456,7 @@ def text(args) -> None:
     teacher = {int(r["user"]): r for r in load(EXPORTS / "slim_teacher")["slim_users"]}
     parsed = {int(r["user"]): r for r in load(EXPORTS / "slim_student")["slim_users"]}
     whole = load_rationales(EXPORTS / "slim_student", ds, "rationale", unparsed=True)  # parsed or raw answer
-    split = split_users(list(teacher), 8, 20, 0)
+    split = {"heldout": _student_heldout(WORK / f"student_{args.tag}")}  # the run's own held-out users
     users = [u for u in split["heldout"] if u in whole]
     result = {"heldout_users": split["heldout"], "heldout/users_answered": len(users),
               "heldout/users_parsed_into_3_steps": len([u for u in users if u in parsed])}
@@ -507,42 +506,116 @@ def text(args) -> None:
 
 
 ARCHIVE = RESULTS / "study_runs.tar.gz"
+STUDENT_ARCHIVE = RESULTS / "student_rationales.tar.gz"
 
 
 def archive(args) -> None:
     """results/study_runs.tar.gz: what the table reads from every study run (metrics.json, per-user ranks, the
     per-epoch CSV, the resolved config) and, for a study run not finished yet, its last.ckpt, so a fresh clone
-    rebuilds the table and resumes (``run.py restore``). A student's checkpoints (~6 MB each: adapters and
-    optimiser state) stay out of git. Work directories are not committed."""
+    rebuilds the table and resumes (``run.py restore``); the student runs' metrics, per-epoch CSV and config
+    (``generate`` and ``text`` read the held-out users from it) and the adapters of its best checkpoint
+    (``adapters.pt``, ~2 MB: ``restore`` rebuilds the merged student from them). Its checkpoints with optimiser
+    state and its merged weights (~6 MB and ~540 MB) stay out of git. Beside it, results/student_rationales.tar.gz: the student's rationale exports
+    (every user, both windows), all the study's student rows need. Work directories are not committed."""
     import tarfile
 
     keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
             "wall_seconds.json")
     files = []
-    for run in sorted((WORK / "study").glob("*_seed*")):
+    for run in sorted((WORK / "study").glob("*_seed*")) + sorted(WORK.glob("student_*")):
         if not run.is_dir():
             continue
         files += [run / k for k in keep if (run / k).is_file()]
-        if not (run / "metrics.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file():
+        if run.parent.name == "study" and not (run / "metrics.json").is_file() \
+                and (run / "checkpoints" / "last.ckpt").is_file():
             files.append(run / "checkpoints" / "last.ckpt")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = ARCHIVE.with_suffix(".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for f in files:
-            tar.add(f, arcname=str(f.relative_to(WORK)))
-    tmp.replace(ARCHIVE)
+        if run.parent == WORK and (run / "student" / "SOURCE.json").is_file():
+            files.append(_save_adapters(run))
+    _tar(ARCHIVE, WORK, files)
     print(f"{len(files)} files of {len({f.relative_to(WORK).parts[:2] for f in files})} runs -> {ARCHIVE} "
           f"({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
+    exports = [f for d in sorted(EXPORTS.glob("slim_student*")) if d.is_dir() for f in sorted(d.rglob("*")) if f.is_file()]
+    if exports:
+        _tar(STUDENT_ARCHIVE, EXPORTS, exports)
+        print(f"{len(exports)} files of the student's exports -> {STUDENT_ARCHIVE} "
+              f"({STUDENT_ARCHIVE.stat().st_size / 1e6:.1f} MB)")
+
+
+def _save_adapters(run: Path) -> Path:
+    """<run>/adapters.pt: the trainable weights (LoRA adapters, ~2 MB) of the checkpoint the run's student/ was
+    merged from (its SOURCE.json), without optimiser state: with the run's config they rebuild student/."""
+    import torch
+
+    from rdrec.utils.atomic import atomic_write_bytes
+    from rdrec.utils.checkpoints import load_checkpoint
+
+    source = json.loads((run / "student" / "SOURCE.json").read_text())["checkpoint"]
+    if source == "last weights":
+        raise SystemExit(f"run.py archive: {run}/student was merged from the last weights, not a checkpoint")
+    out = run / "adapters.pt"
+    if not out.is_file():
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"state_dict": load_checkpoint(source)["state_dict"], "source": source}, buf)
+        atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _rebuild_student(run: Path) -> None:
+    """<run>/student/ again from <run>/adapters.pt and the run's config: the base model (the shipped SmolLM2 or
+    whichever backbone the run named) with the adapters loaded and merged, as SaveBackbone writes it."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import rdrec.utils.resolvers  # noqa: F401  (the config's ${rdrec_root:})
+    from rdrec.utils.atomic import atomic_dir
+    from rdrec.utils.checkpoints import load_checkpoint
+
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.paths.data_dir = str(DATA)  # this machine's data directory (the converted base model)
+    module = instantiate(cfg.strategy)
+    saved = load_checkpoint(run / "adapters.pt")
+    missing = set(saved["state_dict"]) - set(module.state_dict())
+    if missing:
+        raise SystemExit(f"{run / 'adapters.pt'}: weights the run's model does not have, e.g. {sorted(missing)[0]}")
+    module.load_state_dict(saved["state_dict"], strict=False)
+    with atomic_dir(run / "student") as tmp:
+        module.merged_model().save_pretrained(str(tmp))
+        module.tokenizer.save_pretrained(str(tmp))
+        (tmp / "SOURCE.json").write_text(json.dumps({"base": module.backbone_name, "checkpoint": saved["source"],
+                                                     "rebuilt_from": str(run / "adapters.pt")}, indent=1) + "\n")
+    print(f"rebuilt {run / 'student'} from its adapters", flush=True)
+
+
+def _tar(path: Path, base: Path, files: list[Path]) -> None:
+    """Write the tar.gz ``path`` of ``files`` (names relative to ``base``) whole or not at all."""
+    import tarfile
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=str(f.relative_to(base)))
+    tmp.replace(path)
 
 
 def restore(args) -> None:
-    """Unpack results/study_runs.tar.gz into work/ (existing files are kept)."""
+    """Unpack results/study_runs.tar.gz into work/ and results/student_rationales.tar.gz (if committed) into the
+    exports directory (existing files are kept); rebuild each archived student's merged model from its adapters."""
     import tarfile
 
-    with tarfile.open(ARCHIVE) as tar:
-        members = [m for m in tar.getmembers() if not (WORK / m.name).exists()]
-        tar.extractall(WORK, members=members, filter="data")
-    print(f"restored {len(members)} files into {WORK / 'study'}")
+    for path, into in ((ARCHIVE, WORK), (STUDENT_ARCHIVE, EXPORTS)):
+        if not path.is_file():
+            continue
+        with tarfile.open(path) as tar:
+            members = [m for m in tar.getmembers() if not (into / m.name).exists()]
+            into.mkdir(parents=True, exist_ok=True)
+            tar.extractall(into, members=members, filter="data")
+        print(f"restored {len(members)} files into {into}")
+    for run in sorted(WORK.glob("student_*")):
+        if (run / "adapters.pt").is_file() and not (run / "student" / "SOURCE.json").is_file():
+            _rebuild_student(run)
 
 
 def main() -> None:

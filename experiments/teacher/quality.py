@@ -12,7 +12,7 @@ recall = right genres named / genres to name (item level: all of the item's genr
 is given against all genres of the shown items and against their top ``--top``. *Shuffled* is the same
 measure with each entry's text scored against another random entry's genres (seeded): what naming genres
 without looking would get. Reads the rationale store (``data/rationales/ml100k``) directly, so a run that is
-still going (or was stopped) can be checked; every ``status: ok`` entry counts, grouped by template hash.
+still going (or was stopped) can be checked; every ``status: ok`` entry counts, grouped by template hash and model.
 
     python experiments/teacher/quality.py --store data/rationales/ml100k [--json out.json]
 """
@@ -131,7 +131,7 @@ def main() -> None:
     for r in store.records():
         if r["status"] != "ok" or r.get("fingerprint") != fingerprint:
             continue
-        fam, kind, th = r["family"], r["kind"], r["provenance"].get("template_hash", "")
+        fam, kind, th = r["family"], r["kind"], (r["provenance"].get("template_hash", ""), r["provenance"].get("model_id", ""))
         if fam == "rdrec" and kind == "item":
             groups[("RDRec item attributes", "the item's genres", th)].append(
                 (named(r["output"]["item_attribute"]), genres[r["entity"]["item"]]))
@@ -152,14 +152,15 @@ def main() -> None:
             bp, bt = shuffled([(m, u) for m, u, _ in rows]), shuffled([(m, t) for m, _, t in rows])
             s = {**sp, "recall": st["recall"], "precision_top": st["precision"]}
             base = {**bp, "recall": bt["recall"], "precision_top": bt["precision"]}
-        results.append({"what": name, "against": against, "template_hash": th, **s,
+        results.append({"what": name, "against": against, "template_hash": th[0], "model_id": th[1], **s,
                         "shuffled_precision": base["precision"], "shuffled_recall": base["recall"],
                         **({"shuffled_precision_top": base["precision_top"]} if "precision_top" in base else {})})
-    lines = ["| rationale | against | template | entries | naming ≥1 genre | genre mentions | precision (shuffled) "
-             f"| precision vs top {args.top} (shuffled) | recall (shuffled) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| rationale | model | against | template | entries | naming ≥1 genre | genre mentions | precision (shuffled) "
+             f"| precision vs top {args.top} (shuffled) | recall (shuffled) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         top = f"{r['precision_top']:.2f} ({r['shuffled_precision_top']:.2f})" if "precision_top" in r else ""
-        lines.append(f"| {r['what']} | {r['against']} | `{r['template_hash'][:8]}` | {r['entries']} | "
+        model = re.sub(r"^(slim-student:).*?([^/]+/[^/]+)$", r"\1\2", r["model_id"])  # a student: its run dir
+        lines.append(f"| {r['what']} | {model} | {r['against']} | `{r['template_hash'][:8]}` | {r['entries']} | "
                      f"{r['entries_naming_a_genre']:.0%} | {r['mentions']} | {r['precision']:.2f} ({r['shuffled_precision']:.2f}) | "
                      f"{top} | {r['recall']:.2f} ({r['shuffled_recall']:.2f}) |")
     print("\n".join(lines))
