@@ -506,7 +506,7 @@ def text(args) -> None:
 
 
 ARCHIVE = RESULTS / "study_runs.tar.gz"
-STUDENT_ARCHIVE = RESULTS / "student_rationales.tar.gz"
+STUDENT_ARCHIVE = RESULTS / "student_store.tar.gz"
 
 
 def archive(args) -> None:
@@ -515,12 +515,12 @@ def archive(args) -> None:
     rebuilds the table and resumes (``run.py restore``); the student runs' metrics, per-epoch CSV and config
     (``generate`` and ``text`` read the held-out users from it) and the adapters of its best checkpoint
     (``adapters.pt``, ~2 MB: ``restore`` rebuilds the merged student from them). Its checkpoints with optimiser
-    state and its merged weights (~6 MB and ~540 MB) stay out of git. Beside it, results/student_rationales.tar.gz: the student's rationale exports
-    (every user, both windows), all the study's student rows need. Work directories are not committed."""
+    state and its merged weights (~6 MB and ~540 MB) stay out of git. Beside it, results/student_store.tar.gz: the rationale store's segments of student
+    answers (``generate`` resumes from them; ``generate … --export-only`` writes the exports the study reads). Work directories are not committed."""
     import tarfile
 
     keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
-            "wall_seconds.json")
+            "wall_seconds.json", "test_generations.jsonl")
     files = []
     for run in sorted((WORK / "study").glob("*_seed*")) + sorted(WORK.glob("student_*")):
         if not run.is_dir():
@@ -534,10 +534,12 @@ def archive(args) -> None:
     _tar(ARCHIVE, WORK, files)
     print(f"{len(files)} files of {len({f.relative_to(WORK).parts[:2] for f in files})} runs -> {ARCHIVE} "
           f"({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
-    exports = [f for d in sorted(EXPORTS.glob("slim_student*")) if d.is_dir() for f in sorted(d.rglob("*")) if f.is_file()]
-    if exports:
-        _tar(STUDENT_ARCHIVE, EXPORTS, exports)
-        print(f"{len(exports)} files of the student's exports -> {STUDENT_ARCHIVE} "
+    store = DATA / "rationales"
+    segments = [f for f in sorted((store / "ml100k" / "segments").glob("*.jsonl"))
+                if json.loads(f.open().readline() or "{}").get("provenance", {}).get("model_id", "").startswith("slim-student:")]
+    if segments:  # one writer's batch per segment: a student's segments hold student records only
+        _tar(STUDENT_ARCHIVE, store, segments)
+        print(f"{len(segments)} store segments of student rationales -> {STUDENT_ARCHIVE} "
               f"({STUDENT_ARCHIVE.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -601,11 +603,12 @@ def _tar(path: Path, base: Path, files: list[Path]) -> None:
 
 
 def restore(args) -> None:
-    """Unpack results/study_runs.tar.gz into work/ and results/student_rationales.tar.gz (if committed) into the
-    exports directory (existing files are kept); rebuild each archived student's merged model from its adapters."""
+    """Unpack results/study_runs.tar.gz into work/ and results/student_store.tar.gz (if committed) into the
+    rationale store (existing files are kept; ``generate … --export-only`` then writes the student's exports);
+    rebuild each archived student's merged model from its adapters."""
     import tarfile
 
-    for path, into in ((ARCHIVE, WORK), (STUDENT_ARCHIVE, EXPORTS)):
+    for path, into in ((ARCHIVE, WORK), (STUDENT_ARCHIVE, DATA / "rationales")):
         if not path.is_file():
             continue
         with tarfile.open(path) as tar:
