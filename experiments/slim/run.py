@@ -338,8 +338,9 @@ def _ranks(run: Path, proto: str):
 
 def table(args) -> None:
     """results/study.{md,json}: mean ± std over seeds per (row, backbone), coverage, epochs to early stop, and
-    p-values against backbone⁺ of the same backbone: Wilcoxon signed-rank over test users of NDCG@10 (per-user
-    NDCG@10 averaged over the seeds both rows have) and a paired t-test over seeds of the mean NDCG@10."""
+    p-values against backbone⁺ of the same backbone (the text-only rows: against popularity): Wilcoxon signed-rank
+    over test users of NDCG@10 (per-user NDCG@10 averaged over the seeds both rows have) and a paired t-test over
+    seeds of the mean NDCG@10."""
     import numpy as np
     from scipy import stats
 
@@ -388,12 +389,16 @@ def table(args) -> None:
             epochs = [_epochs(r) for r in runs]
             entry.update(user_coverage=cover, train_targets_with_rationale=trained, epochs=epochs)
             pvals = []
+            # the reference: backbone⁺ of the same backbone and seed; for the text-only (ID-agnostic) rows, the
+            # popularity run (deterministic: the same run against every seed, so the t-test is one-sample)
+            base = ((lambda s: run_dir(BASELINE, seqrec, s)) if seqrec != "-"
+                    else (lambda s: run_dir("pop", "-", args.seeds[0])))
             common = [s for s in args.seeds if (run_dir(key, seqrec, s) / "metrics.json").is_file()
-                      and (run_dir(BASELINE, seqrec, s) / "metrics.json").is_file()]
-            if key != BASELINE and seqrec != "-" and common:
+                      and (base(s) / "metrics.json").is_file()]
+            if key != BASELINE and common:
                 for proto, key_m in (("full", "test/ndcg@10"), ("sampled", "test/sampled/ndcg@10")):
                     mine = [_ranks(run_dir(key, seqrec, s), proto) for s in common]
-                    theirs = [_ranks(run_dir(BASELINE, seqrec, s), proto) for s in common]
+                    theirs = [_ranks(base(s), proto) for s in common]
                     if any(x is None for x in mine + theirs):
                         continue
                     # per-user NDCG@10 averaged over the common seeds, paired by user
@@ -401,9 +406,9 @@ def table(args) -> None:
                     b = np.mean([ndcg(x.sort_index().to_numpy()) for x in theirs], axis=0)
                     p_w = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
                     mm = [json.loads((run_dir(key, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
-                    bb = [json.loads((run_dir(BASELINE, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
+                    bb = [json.loads((base(s) / "metrics.json").read_text())[key_m] for s in common]
                     p_t = float(stats.ttest_rel(mm, bb).pvalue) if len(common) > 1 else float("nan")
-                    entry[f"p_vs_backbone_plus/{proto}/ndcg@10"] = {"seeds": common, "wilcoxon_users": p_w,
+                    entry[f"p_vs_{'backbone_plus' if seqrec != '-' else 'popularity'}/{proto}/ndcg@10"] = {"seeds": common, "wilcoxon_users": p_w,
                                                                    "ttest_seeds": p_t}
                     pvals.append(f"{proto}: {p_w:.3g} / {'—' if len(common) < 2 else f'{p_t:.3g}'} ({len(common)} seed{'s' if len(common) > 1 else ''})")
             rows.append([name, {"-": "text only"}.get(seqrec, seqrec), len(ms), f"{cover:.1%}",
@@ -411,7 +416,7 @@ def table(args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     md = markdown_table(["row", "backbone", "seeds", "users with rationale", "train targets after a rationale",
                          *(c for _, c in COLUMNS), "epochs (best/trained)",
-                         "p vs backbone⁺, NDCG@10 (Wilcoxon users / t-test seeds)"], rows)
+                         "p vs backbone⁺ (text-only rows: vs popularity), NDCG@10 (Wilcoxon users / t-test seeds)"], rows)
     if unfinished:
         md += "\n\nUnfinished (no early stop yet): " + "; ".join(unfinished) + "."
     if not_run:
