@@ -480,6 +480,10 @@ def text(args) -> None:
     # reference point: two teacher rationales of *different* users (how similar any two answers are)
     shifted = split["heldout"][1:] + split["heldout"][:1]
     score("baseline_other_user/rationale", [teacher[v]["rationale"] for v in shifted], [teacher[u]["rationale"] for u in split["heldout"]])
+    # and the student's rationale of a different user against this user's teacher rationale: what the student's
+    # score above would be if its answers matched the teacher's style but nothing about the user
+    other = users[1:] + users[:1]
+    score("baseline_student_other_user/rationale", [whole[v] for v in other], [teacher[u]["rationale"] for u in users])
     result["samples"] = [{"user": u, "teacher": teacher[u]["rationale"], "student": whole[u]} for u in users[:5]]
 
     # cost: both models on the same held-out users, one after the other, greedy, batch of 8
