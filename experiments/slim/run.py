@@ -391,8 +391,11 @@ def table(args) -> None:
             pvals = []
             # the reference: backbone⁺ of the same backbone and seed; for the text-only (ID-agnostic) rows, the
             # popularity run (deterministic: the same run against every seed, so the t-test is one-sample)
-            base = ((lambda s: run_dir(BASELINE, seqrec, s)) if seqrec != "-"
-                    else (lambda s: run_dir("pop", "-", args.seeds[0])))
+            ref_name = "backbone_plus" if seqrec != "-" else "popularity"
+
+            def base(s: int, seqrec=seqrec) -> Path:
+                return run_dir(BASELINE, seqrec, s) if seqrec != "-" else run_dir("pop", "-", args.seeds[0])
+
             common = [s for s in args.seeds if (run_dir(key, seqrec, s) / "metrics.json").is_file()
                       and (base(s) / "metrics.json").is_file()]
             if key != BASELINE and common:
@@ -408,8 +411,8 @@ def table(args) -> None:
                     mm = [json.loads((run_dir(key, seqrec, s) / "metrics.json").read_text())[key_m] for s in common]
                     bb = [json.loads((base(s) / "metrics.json").read_text())[key_m] for s in common]
                     p_t = float(stats.ttest_rel(mm, bb).pvalue) if len(common) > 1 else float("nan")
-                    entry[f"p_vs_{'backbone_plus' if seqrec != '-' else 'popularity'}/{proto}/ndcg@10"] = {"seeds": common, "wilcoxon_users": p_w,
-                                                                   "ttest_seeds": p_t}
+                    entry[f"p_vs_{ref_name}/{proto}/ndcg@10"] = {"seeds": common, "wilcoxon_users": p_w,
+                                                                  "ttest_seeds": p_t}
                     pvals.append(f"{proto}: {p_w:.3g} / {'—' if len(common) < 2 else f'{p_t:.3g}'} ({len(common)} seed{'s' if len(common) > 1 else ''})")
             rows.append([name, {"-": "text only"}.get(seqrec, seqrec), len(ms), f"{cover:.1%}",
                          f"{trained:.1%}", *cells, ", ".join(str(e) for e in epochs), "; ".join(pvals)])
@@ -524,8 +527,9 @@ def archive(args) -> None:
     rebuilds the table and resumes (``run.py restore``); the student runs' metrics, per-epoch CSV and config
     (``generate`` and ``text`` read the held-out users from it) and the adapters of its best checkpoint
     (``adapters.pt``, ~2 MB: ``restore`` rebuilds the merged student from them). Its checkpoints with optimiser
-    state and its merged weights (~6 MB and ~540 MB) stay out of git. Beside it, results/student_store.tar.gz: the rationale store's segments of student
-    answers (``generate`` resumes from them; ``generate … --export-only`` writes the exports the study reads). Work directories are not committed."""
+    state and its merged weights (~6 MB and ~540 MB) stay out of git. Beside it, results/student_store.tar.gz:
+    the rationale store's segments of student answers (``generate`` resumes from them; ``generate …
+    --export-only`` writes the exports the study reads). Work directories are not committed."""
     import tarfile
 
     keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
@@ -557,7 +561,7 @@ def _save_adapters(run: Path) -> Path:
     merged from (its SOURCE.json), without optimiser state: with the run's config they rebuild student/."""
     import torch
 
-    from rdrec.utils.atomic import atomic_write_bytes
+    from rdrec.utils.atomic import atomic_file
     from rdrec.utils.checkpoints import load_checkpoint
 
     source = json.loads((run / "student" / "SOURCE.json").read_text())["checkpoint"]
@@ -565,11 +569,8 @@ def _save_adapters(run: Path) -> Path:
         raise SystemExit(f"run.py archive: {run}/student was merged from the last weights, not a checkpoint")
     out = run / "adapters.pt"
     if not out.is_file():
-        import io
-
-        buf = io.BytesIO()
-        torch.save({"state_dict": load_checkpoint(source)["state_dict"], "source": source}, buf)
-        atomic_write_bytes(out, buf.getvalue())
+        with atomic_file(out, "wb") as f:
+            torch.save({"state_dict": load_checkpoint(source)["state_dict"], "source": source}, f)
     return out
 
 
@@ -580,7 +581,7 @@ def _rebuild_student(run: Path) -> None:
     from omegaconf import OmegaConf
 
     import rdrec.utils.resolvers  # noqa: F401  (the config's ${rdrec_root:})
-    from rdrec.utils.atomic import atomic_dir
+    from rdrec.backbones.save import write_model
     from rdrec.utils.checkpoints import load_checkpoint
 
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -591,11 +592,8 @@ def _rebuild_student(run: Path) -> None:
     if missing:
         raise SystemExit(f"{run / 'adapters.pt'}: weights the run's model does not have, e.g. {sorted(missing)[0]}")
     module.load_state_dict(saved["state_dict"], strict=False)
-    with atomic_dir(run / "student") as tmp:
-        module.merged_model().save_pretrained(str(tmp))
-        module.tokenizer.save_pretrained(str(tmp))
-        (tmp / "SOURCE.json").write_text(json.dumps({"base": module.backbone_name, "checkpoint": saved["source"],
-                                                     "rebuilt_from": str(run / "adapters.pt")}, indent=1) + "\n")
+    write_model(run / "student", module.merged_model(), module.tokenizer,
+                {"base": module.backbone_name, "checkpoint": saved["source"], "rebuilt_from": str(run / "adapters.pt")})
     print(f"rebuilt {run / 'student'} from its adapters", flush=True)
 
 

@@ -38,10 +38,16 @@ class SaveBackbone(pl.Callback):
         finally:
             if current is not None:  # the module goes on with its own (last) weights
                 pl_module.load_state_dict(current, strict=False)
-        with atomic_dir(self.dirpath) as tmp:
-            model.save_pretrained(str(tmp))
-            pl_module.tokenizer.save_pretrained(str(tmp))
-            (tmp / "SOURCE.json").write_text(json.dumps({
-                "base": getattr(pl_module, "backbone_name", ""), "checkpoint": best or "last weights",
-                "epoch": trainer.current_epoch, "global_step": trainer.global_step}, indent=1) + "\n")
+        write_model(self.dirpath, model, pl_module.tokenizer, {
+            "base": getattr(pl_module, "backbone_name", ""), "checkpoint": best or "last weights",
+            "epoch": trainer.current_epoch, "global_step": trainer.global_step})
         print(f"saved the fine-tuned model ({'best checkpoint' if best else 'last weights'}) to {self.dirpath}", flush=True)
+
+
+def write_model(dirpath: str | Path, model, tokenizer, source: dict) -> None:
+    """``model`` and ``tokenizer`` as a Hugging Face directory at ``dirpath``, whole or not at all, with
+    ``SOURCE.json`` = ``source`` (where the weights came from)."""
+    with atomic_dir(dirpath) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "SOURCE.json").write_text(json.dumps(source, indent=1) + "\n")
