@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import resource
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +17,8 @@ import torch
 
 from rdrec.eval.protocols import FullRanking
 from rdrec.utils.atomic import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 class SaveRanks(pl.Callback):
@@ -106,6 +110,51 @@ class SaveTopK(pl.Callback):
             with atomic_file(path, "wb") as f:
                 pd.concat(rows, ignore_index=True).to_parquet(f, index=False)
         pl_module.train(was_training)
+
+
+class EvalJournal(pl.Callback):
+    """Journals every validation and test pass of a ``RecModule`` under ``<dirpath>/<stage>`` (the ranks of each
+    batch, ``rdrec.eval.journal.ScoreJournal``), so that a run killed while it evaluates scores, when started again,
+    only the users it had not reached. A journal belongs to the weights it was computed with (a fingerprint), so
+    the passes of a fit never mix. The run's journals are removed once testing has ended."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def _open(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from rdrec.eval.journal import ScoreJournal, weights_fingerprint
+        from rdrec.modules.base import RecModule
+
+        if not isinstance(pl_module, RecModule) or trainer.sanity_checking:
+            return
+        meta = {"stage": stage, "global_step": int(trainer.global_step), "weights": weights_fingerprint(pl_module),
+                "protocols": {name: repr(p) for name, p in pl_module.protocols.items()}}
+        pl_module.eval_journal = ScoreJournal(self.dirpath / stage, meta, rank=trainer.global_rank)
+        trainer.strategy.barrier("eval_journal")  # rank 0 has cleared a stale journal before any rank writes
+        if len(pl_module.eval_journal):
+            log.info("%s: %d users already ranked by an interrupted pass over these weights (%s): not scored again",
+                     stage, pl_module.eval_journal.num_users, self.dirpath / stage)
+
+    def _close(self, pl_module: pl.LightningModule) -> None:
+        journal = getattr(pl_module, "eval_journal", None)
+        if journal is not None:
+            journal.close()
+            pl_module.eval_journal = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._open(trainer, pl_module, "val")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._open(trainer, pl_module, "test")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(pl_module)
+        trainer.strategy.barrier("eval_journal_end")
+        if trainer.is_global_zero:
+            shutil.rmtree(self.dirpath, ignore_errors=True)
 
 
 class EpochTiming(pl.Callback):

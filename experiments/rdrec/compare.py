@@ -2,7 +2,9 @@
 
 Every run is `rdrec-train` with the split seed fixed (`data.split.seed=42`: the teacher's rationales belong to that
 split, and every model ranks the same persisted candidate lists), the run seed varied. A finished run (its
-`metrics.json` exists) is never re-run, so a killed comparison resumes where it stopped. The table has mean ± std
+`metrics.json` exists) is never re-run, and a killed one continues (`rdrec-train resume=<run dir>`: training from its
+last checkpoint, evaluation from the users its journal has not ranked), so a killed comparison resumes where it
+stopped. The table has mean ± std
 over seeds of test HR@5/10 and NDCG@5/10 under full ranking (seen items excluded) and under 100 sampled negatives,
 and a paired t-test (scipy.stats.ttest_rel, seeds paired) of RDRec against POD per column. Its first row is what
 chance gives: the exact expected metrics of a random order on the same test users (rdrec.eval.reference).
@@ -55,10 +57,13 @@ def run_one(method: str, seed: int, run_dir: Path, extra: list[str], log_dir: Pa
     if metrics_file.exists():
         return json.loads(metrics_file.read_text())
     args = [*METHODS[method], *extra, f"seed={seed}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
+    resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()  # a killed run: continue it (rdrec/cli/resume.py)
+    if resumed:
+        args = [f"resume={run_dir}", "trainer.enable_progress_bar=false"]
     venv = ROOT / ".venv" / "bin" / "rdrec-train"
     cmd = ["nice", "-n", "10", *([str(venv)] if venv.exists() else [sys.executable, "-m", "rdrec.cli.train"]), *args]
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{method}_seed{seed}.log"
+    log = log_dir / f"{method}_seed{seed}{'_resumed' if resumed else ''}.log"
     print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: {' '.join(cmd[3:])}  (log: {log})", flush=True)
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -68,7 +73,8 @@ def run_one(method: str, seed: int, run_dir: Path, extra: list[str], log_dir: Pa
     seconds = time.perf_counter() - start
     if proc.returncode != 0 or not metrics_file.exists():
         raise SystemExit(f"{method} seed {seed} failed ({proc.returncode}); see {log}")
-    (run_dir / "wall_seconds.json").write_text(json.dumps({"seconds": seconds, "command": " ".join(cmd[3:])}) + "\n")
+    (run_dir / "wall_seconds.json").write_text(json.dumps({"seconds": seconds, "command": " ".join(cmd[3:]),
+                                                           **({"resumed": True} if resumed else {})}) + "\n")
     print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: done in {seconds / 60:.1f} min", flush=True)
     return json.loads(metrics_file.read_text())
 

@@ -137,11 +137,19 @@ class RankingMetrics(Metric):
         self.add_state("users", default=[], dist_reduce_fx="cat")
         self.add_state("ranks", default=[], dist_reduce_fx="cat")
 
-    def update(self, scores: Tensor, target_index: Tensor, users: Tensor, valid: Tensor | None = None) -> None:
+    def update(self, scores: Tensor | None, target_index: Tensor | None, users: Tensor, valid: Tensor | None = None,
+               ranks: Tensor | None = None) -> None:
+        """Accumulate the ranks of the targets among ``scores`` (``pessimistic_rank``), or ``ranks`` computed
+        already (e.g. read back from a ``rdrec.eval.journal.ScoreJournal``; ``scores`` and ``target_index`` are
+        then not used)."""
         users = users.detach().flatten()
-        if users.numel() != scores.shape[0]:
-            raise ValueError(f"users has {users.numel()} entries but scores has {scores.shape[0]} rows")
-        ranks = pessimistic_rank(scores.detach(), target_index, valid)
+        if ranks is None:
+            if users.numel() != scores.shape[0]:
+                raise ValueError(f"users has {users.numel()} entries but scores has {scores.shape[0]} rows")
+            ranks = pessimistic_rank(scores.detach(), target_index, valid)
+        ranks = ranks.detach().flatten().long()
+        if users.numel() != ranks.numel():
+            raise ValueError(f"users has {users.numel()} entries but ranks has {ranks.numel()}")
         self.users.append(users.to(device=ranks.device, dtype=torch.long))
         self.ranks.append(ranks)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from rdrec.eval.ranking import RankingMetrics, metric_names
+from rdrec.eval.ranking import RankingMetrics, metric_names, pessimistic_rank
 
 STAGES = {"val": "valid", "test": "test"}
 
@@ -28,6 +28,7 @@ class RecModule(pl.LightningModule):
         self.eval_results: dict[str, float] = {}
         self.eval_ranks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.validated_at_step: int | None = None  # global step of the last full validation (not the sanity check)
+        self.eval_journal = None  # a rdrec.eval.journal.ScoreJournal while rdrec.callbacks.EvalJournal has one open
 
     @classmethod
     def monitorable_keys(cls, protocols: dict, ks=(1, 5, 10, 20), mrr_k: int | None = None) -> set[str]:
@@ -59,10 +60,17 @@ class RecModule(pl.LightningModule):
 
     def _update_metrics(self, batch: dict, stage: str) -> None:
         scorer = _ScoreAllOnce(self)  # e.g. eval=benchmark's two full-ranking protocols share one forward pass
+        journal = self.eval_journal  # a resumed pass reads the ranks a killed one computed (rdrec.eval.journal)
+        users = batch["user"]
         with torch.no_grad():
             for name, protocol in self.protocols.items():
-                scores, target_index, valid = protocol(scorer, batch)
-                self.metrics[f"{stage}_{name}"].update(scores, target_index, batch["user"], valid)
+                ranks = journal.get(name, users) if journal is not None else None
+                if ranks is None:
+                    scores, target_index, valid = protocol(scorer, batch)
+                    ranks = pessimistic_rank(scores, target_index, valid)
+                    if journal is not None:
+                        journal.put(name, users, ranks)
+                self.metrics[f"{stage}_{name}"].update(None, None, users, ranks=ranks)
 
     def _log_metrics(self, stage: str) -> None:
         for name, protocol in self.protocols.items():
