@@ -200,8 +200,13 @@ def generate(args) -> None:
 
 
 def _student_heldout(run: Path) -> list[int]:
-    """The held-out users of the student trained in ``run``: the same seeded split of the same teacher export, with
-    the sizes and seed the run was configured with (its ``.hydra/config.yaml``)."""
+    """The held-out users of the student trained in ``run`` (``_student_split``)."""
+    return _student_split(run)["heldout"]
+
+
+def _student_split(run: Path) -> dict[str, list[int]]:
+    """The train / valid / held-out users of the student trained in ``run``: the same seeded split of the same
+    teacher export, with the sizes and seed the run was configured with (its ``.hydra/config.yaml``)."""
     from omegaconf import OmegaConf
 
     import rdrec.utils.resolvers  # noqa: F401  (the config's ${rdrec_root:})
@@ -214,7 +219,7 @@ def _student_heldout(run: Path) -> list[int]:
     data = OmegaConf.load(config).data
     teacher = load(data.teacher)["slim_users"]
     return split_users([int(u) for u in teacher["user"]], int(data.valid_users), int(data.heldout_users),
-                       int(data.get("split_seed", 0)))["heldout"]
+                       int(data.get("split_seed", 0)))
 
 
 # the study: (row name, strategy key, backbone-bound?) — a strategy key is a strategy plus overrides (STUDY_ARGS)
@@ -517,6 +522,59 @@ def text(args) -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
 
 
+def decode(args) -> None:
+    """The student's first (greedy) answer under each ``--penalties`` repetition penalty, on the users it never
+    trained on: its 20 validation users (pick the setting on these) and its 50 held-out users (report on these).
+    Exactly ``generate``'s first attempt (the teacher's runner backend with the merged student, the family's stop
+    rule, ≤ 128 new tokens, batches of ``--batch-size``), without the store: nothing is kept but the counts,
+    the reasons answers failed to parse and the wall time (results/decode_sweep.json)."""
+    from collections import Counter
+
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rdrec.teacher.backends.base import GenerationParams
+    from rdrec.teacher.backends.transformers import TransformersBackend
+    from rdrec.teacher.prompts import ParseError, Subset
+    from rdrec.utils.resolvers import CONFIG_DIR
+
+    run = WORK / f"student_{args.tag}"
+    split = _student_split(run)
+    family = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim_student.yaml"), item_noun="movie")
+    view = prepared().train_view()
+    groups = {"valid": split["valid"], "heldout": split["heldout"]}
+    wanted = {u for users in groups.values() for u in users}
+    items = [i for i in family.build(view, Subset(users=max(wanted))) if i.entity["user"] in wanted]
+    torch.set_num_threads(1)
+    backend = TransformersBackend(str(run / "student"), torch_threads=1)
+    backend.setup()
+    result = {"student": str(run / "student"), "users": {g: len(u) for g, u in groups.items()}, "settings": {}}
+    for penalty in args.penalties:
+        params = GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=penalty)
+        t0, parsed, reasons = time.perf_counter(), {g: 0 for g in groups}, Counter()
+        for start in range(0, len(items), args.batch_size):
+            batch = items[start:start + args.batch_size]
+            gens = backend.generate([i.chat() for i in batch], [0] * len(batch), params, stop=family.stop("user"))
+            for item, gen in zip(batch, gens):
+                group = "valid" if item.entity["user"] in split["valid"] else "heldout"
+                try:
+                    family.parse(gen.text, item.kind)
+                    parsed[group] += 1
+                except ParseError as err:
+                    reasons[str(err)[:80]] += 1
+        seconds = time.perf_counter() - t0
+        result["settings"][str(penalty)] = {
+            **{f"{g}/parsed": parsed[g] for g in groups},
+            **{f"{g}/parse_rate": parsed[g] / len(groups[g]) for g in groups},
+            "failures": dict(reasons.most_common()), "seconds": seconds, "seconds_per_answer": seconds / len(items)}
+        print(f"repetition_penalty {penalty}: valid {parsed['valid']}/{len(groups['valid'])}, held-out "
+              f"{parsed['heldout']}/{len(groups['heldout'])} parsed ({seconds / len(items):.1f} s/answer)", flush=True)
+    result["load_average"] = os.getloadavg()[0]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "decode_sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 ARCHIVE = RESULTS / "study_runs.tar.gz"
 STUDENT_ARCHIVE = RESULTS / "student_store.tar.gz"
 
@@ -665,13 +723,17 @@ def main() -> None:
         p.add_argument("--max-epochs", type=int, default=1000)
         p.add_argument("--patience", type=int, default=10)
         p.add_argument("--parallel", type=int, default=1)
+    p = sub.add_parser("decode")
+    p.add_argument("--tag", default="smollm2")
+    p.add_argument("--penalties", type=float, nargs="+", default=[1.0, 1.1, 1.2, 1.3])
+    p.add_argument("--batch-size", type=int, default=16)
     p = sub.add_parser("text")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--bench-users", type=int, default=8)
     args = parser.parse_args()
     {"export-teacher": export_teacher, "teacher": teacher, "student": student, "generate": generate, "study": study, "table": table,
      "archive": archive, "restore": restore,
-     "text": text}[args.step](args)
+     "decode": decode, "text": text}[args.step](args)
 
 
 if __name__ == "__main__":
