@@ -240,6 +240,34 @@ def test_atomic_file_leaves_the_old_file_on_error_and_removes_dead_writers_stagi
     assert oct(path.stat().st_mode & 0o777) != "0o600"
 
 
+def test_an_archive_is_written_whole_and_restoring_keeps_what_is_newer(tmp_path):
+    """What carries a long study between machines (experiments/*/run.py --archive / restore)."""
+    import tarfile
+
+    from rdrec.utils.atomic import atomic_tar, extract_missing
+
+    runs = tmp_path / "runs"
+    (runs / "seed1" / "checkpoints").mkdir(parents=True)
+    (runs / "seed1" / "checkpoints" / "last.ckpt").write_bytes(b"step 10")
+    (runs / "seed1" / "metrics.json").write_text("{}")
+    archive = tmp_path / "results" / "runs.tar.gz"
+    with pytest.raises(FileNotFoundError):  # a file vanishing mid-way leaves no archive at all
+        atomic_tar(archive, runs, [runs / "seed1" / "metrics.json", runs / "gone.json"])
+    assert not archive.exists() and staging_left(tmp_path / "results") == []
+    atomic_tar(archive, runs, sorted(p for p in runs.rglob("*") if p.is_file()))
+    fresh = tmp_path / "fresh"
+    (fresh / "seed1" / "checkpoints").mkdir(parents=True)
+    (fresh / "seed1" / "checkpoints" / "last.ckpt").write_bytes(b"step 12")  # trained on since the archive
+    assert extract_missing(archive, fresh) == ["seed1/metrics.json"]
+    assert (fresh / "seed1" / "checkpoints" / "last.ckpt").read_bytes() == b"step 12"
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(runs / "seed1" / "metrics.json", arcname="../outside.json")
+    with pytest.raises(tarfile.TarError):
+        extract_missing(evil, fresh)
+    assert not (tmp_path / "outside.json").exists()
+
+
 WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|\bopen\([^)]*[\"']w|\.to_csv\(|\.to_parquet\(|savefig\(|"
                    r"torch\.save\(|np\.savez?\(|save_to_disk\(|save_pretrained\(")
 # a write is fine where its target lies in a staging dir (atomic_dir: `tmp`, `stage`) or is a file object that

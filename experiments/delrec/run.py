@@ -17,7 +17,12 @@ its HR@1 on the lists equals its full-ranking HR@1, below a random order's 1/K.
     python experiments/delrec/run.py --seeds 1 2 3 --variants --eval-users 0   # the reference rows alone, all users
 
 Runs are plain ``rdrec-train`` calls (printed before they start) into ``--work``; a finished run is skipped when
-the script is started again, so a killed comparison resumes. SR teachers that are missing are trained first
+the script is started again, so a killed comparison resumes. A study longer than one machine's lifetime travels in
+git: ``--archive`` packs what the runs under ``--work``'s parent hold (every file but the run markers and files over
+``--archive-max-mb``: the LLM stages keep only their trained parts, so checkpoints are small) into
+``results/study_runs.tar.gz``, and ``--restore`` unpacks it in a fresh checkout (keeping newer files); the same
+command then continues with the first unfinished run, a half-trained one from its ``last.ckpt``, a half-evaluated
+one from its evaluation journal. SR teachers that are missing are trained first
 (``rdrec-train strategy=sr``, training data only). Results: ``<work>/results.csv`` (one row per run) and
 ``<work>/results.md`` (the table), written atomically.
 """
@@ -112,9 +117,14 @@ def main() -> None:
     parser.add_argument("--sr-epochs", type=int, default=100, help="max epochs of SR teachers trained here")
     parser.add_argument("--work", type=Path, default=ROOT / "experiments" / "delrec" / "work" / "cmp")
     parser.add_argument("--sr-dir", type=Path, default=None, help="where SR runs live (default: <work>/..)")
+    parser.add_argument("--archive", action="store_true", help=f"pack the runs into {ARCHIVE.relative_to(ROOT)}; run nothing")
+    parser.add_argument("--archive-max-mb", type=float, default=4.0, help="leave larger files out of the archive")
+    parser.add_argument("--restore", action="store_true", help=f"unpack {ARCHIVE.relative_to(ROOT)}; run nothing")
     parser.add_argument("extra", nargs="*", help="more rdrec-train overrides for every LLM run")
     args = parser.parse_args()
     work, sr_root = args.work.resolve(), (args.sr_dir or args.work.parent).resolve()
+    if args.archive or args.restore:
+        return archive(sr_root, args.archive_max_mb) if args.archive else restore(sr_root)
     eval_users = args.eval_users if args.eval_users is not None else _eval_users(args.experiment)
     subset = [f"data.eval_users={eval_users or 'null'}"]
     list_opts = [e for e in args.extra if e.startswith(("delrec.num_candidates=", "delrec.n_sr="))]
@@ -170,6 +180,35 @@ def main() -> None:
             _write(work, rows)
     _write(work, rows)
     print((work / "results.md").read_text())
+
+
+ARCHIVE = ROOT / "experiments" / "delrec" / "results" / "study_runs.tar.gz"
+
+
+def archive(root: Path, max_mb: float) -> None:
+    """Pack every file of the runs under ``root`` but run markers (``.rdrec-run.json``: the next machine's runs
+    claim their directories afresh), staging files and files over ``max_mb`` MB into ``ARCHIVE``. Stop the
+    study first: a run writing while it is packed may be caught between two of its files."""
+    from rdrec.utils.atomic import atomic_tar
+    from rdrec.utils.rundir import MARKER
+
+    files, left_out = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name == MARKER or ".staging." in path.name or path.name.endswith(".tmp"):
+            continue
+        (left_out if path.stat().st_size > max_mb * 1e6 else files).append(path)
+    atomic_tar(ARCHIVE, root, files)
+    print(f"{len(files)} files of {root} -> {ARCHIVE} ({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
+    for path in left_out:
+        print(f"  left out ({path.stat().st_size / 1e6:.0f} MB): {path.relative_to(root)}")
+
+
+def restore(root: Path) -> None:
+    from rdrec.utils.atomic import extract_missing
+
+    if not ARCHIVE.is_file():
+        raise SystemExit(f"run.py --restore: no archive at {ARCHIVE}")
+    print(f"restored {len(extract_missing(ARCHIVE, root))} files of {ARCHIVE} into {root}")
 
 
 def _list_size(list_opts: list[str]) -> int:

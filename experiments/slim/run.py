@@ -588,7 +588,7 @@ def archive(args) -> None:
     state and its merged weights (~6 MB and ~540 MB) stay out of git. Beside it, results/student_store.tar.gz:
     the rationale store's segments of student answers (``generate`` resumes from them; ``generate …
     --export-only`` writes the exports the study reads). Work directories are not committed."""
-    import tarfile
+    from rdrec.utils.atomic import atomic_tar
 
     keep = ("metrics.json", "ranks/test.csv", "ranks/test_sampled.csv", "csv/metrics.csv", ".hydra/config.yaml",
             "wall_seconds.json", "test_generations.jsonl")
@@ -602,14 +602,14 @@ def archive(args) -> None:
             files.append(run / "checkpoints" / "last.ckpt")
         if run.parent == WORK and (run / "student" / "SOURCE.json").is_file():
             files.append(_save_adapters(run))
-    _tar(ARCHIVE, WORK, files)
+    atomic_tar(ARCHIVE, WORK, files)
     print(f"{len(files)} files of {len({f.relative_to(WORK).parts[:2] for f in files})} runs -> {ARCHIVE} "
           f"({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
     store = DATA / "rationales"
     segments = [f for f in sorted((store / "ml100k" / "segments").glob("*.jsonl"))
                 if json.loads(f.open().readline() or "{}").get("provenance", {}).get("model_id", "").startswith("slim-student:")]
     if segments:  # one writer's batch per segment: a student's segments hold student records only
-        _tar(STUDENT_ARCHIVE, store, segments)
+        atomic_tar(STUDENT_ARCHIVE, store, segments)
         print(f"{len(segments)} store segments of student rationales -> {STUDENT_ARCHIVE} "
               f"({STUDENT_ARCHIVE.stat().st_size / 1e6:.1f} MB)")
 
@@ -655,32 +655,15 @@ def _rebuild_student(run: Path) -> None:
     print(f"rebuilt {run / 'student'} from its adapters", flush=True)
 
 
-def _tar(path: Path, base: Path, files: list[Path]) -> None:
-    """Write the tar.gz ``path`` of ``files`` (names relative to ``base``) whole or not at all."""
-    import tarfile
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for f in files:
-            tar.add(f, arcname=str(f.relative_to(base)))
-    tmp.replace(path)
-
-
 def restore(args) -> None:
     """Unpack results/study_runs.tar.gz into work/ and results/student_store.tar.gz (if committed) into the
     rationale store (existing files are kept; ``generate … --export-only`` then writes the student's exports);
     rebuild each archived student's merged model from its adapters."""
-    import tarfile
+    from rdrec.utils.atomic import extract_missing
 
     for path, into in ((ARCHIVE, WORK), (STUDENT_ARCHIVE, DATA / "rationales")):
-        if not path.is_file():
-            continue
-        with tarfile.open(path) as tar:
-            members = [m for m in tar.getmembers() if not (into / m.name).exists()]
-            into.mkdir(parents=True, exist_ok=True)
-            tar.extractall(into, members=members, filter="data")
-        print(f"restored {len(members)} files into {into}")
+        if path.is_file():
+            print(f"restored {len(extract_missing(path, into))} files into {into}")
     for run in sorted(WORK.glob("student_*")):
         if (run / "adapters.pt").is_file() and not (run / "student" / "SOURCE.json").is_file():
             _rebuild_student(run)

@@ -137,6 +137,29 @@ def atomic_write_bytes(final: str | Path, data: bytes) -> Path:
     return Path(final)
 
 
+def atomic_tar(final: str | Path, base: str | Path, files: list[Path]) -> Path:
+    """Write the tar.gz ``final`` holding ``files`` (named relative to ``base``), whole or not at all."""
+    import tarfile
+
+    with atomic_file(final, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+        for path in files:
+            tar.add(path, arcname=str(Path(path).relative_to(base)))
+    return Path(final)
+
+
+def extract_missing(archive: str | Path, into: str | Path) -> list[str]:
+    """Unpack the tar ``archive`` into ``into``, keeping every file that is there already (what a run wrote since
+    the archive was made is newer); returns the names unpacked. Names that would leave ``into`` are refused."""
+    import tarfile
+
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if not (into / m.name).exists()]
+        tar.extractall(into, members=members, filter="data")
+    return [m.name for m in members]
+
+
 def fsync_dir(path: str | Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
