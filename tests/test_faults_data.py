@@ -254,11 +254,12 @@ def test_an_archive_is_written_whole_and_restoring_keeps_what_is_newer(tmp_path)
     with pytest.raises(FileNotFoundError):  # a file vanishing mid-way leaves no archive at all
         atomic_tar(archive, runs, [runs / "seed1" / "metrics.json", runs / "gone.json"])
     assert not archive.exists() and staging_left(tmp_path / "results") == []
-    atomic_tar(archive, runs, sorted(p for p in runs.rglob("*") if p.is_file()))
+    atomic_tar(archive, runs, sorted(p for p in runs.rglob("*") if p.is_file()), {"seed1/made.json": b"[1]"})
     fresh = tmp_path / "fresh"
     (fresh / "seed1" / "checkpoints").mkdir(parents=True)
     (fresh / "seed1" / "checkpoints" / "last.ckpt").write_bytes(b"step 12")  # trained on since the archive
-    assert extract_missing(archive, fresh) == ["seed1/metrics.json"]
+    assert sorted(extract_missing(archive, fresh)) == ["seed1/made.json", "seed1/metrics.json"]
+    assert (fresh / "seed1" / "made.json").read_text() == "[1]"
     assert (fresh / "seed1" / "checkpoints" / "last.ckpt").read_bytes() == b"step 12"
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:

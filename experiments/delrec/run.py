@@ -186,19 +186,36 @@ ARCHIVE = ROOT / "experiments" / "delrec" / "results" / "study_runs.tar.gz"
 
 
 def archive(root: Path, max_mb: float) -> None:
-    """Pack every file of the runs under ``root`` but run markers (``.rdrec-run.json``: the next machine's runs
-    claim their directories afresh), staging files and files over ``max_mb`` MB into ``ARCHIVE``. Stop the
-    study first: a run writing while it is packed may be caught between two of its files."""
+    """Pack the runs under ``root`` into ``ARCHIVE``: every file but run markers (``.rdrec-run.json``: the next
+    machine's runs claim their directories afresh), staging files and files over ``max_mb`` MB. A finished run
+    (it has ``metrics.json``) needs its weights, not its optimiser: its checkpoints are packed without optimiser
+    state, and its ``last.ckpt`` is left out where an ``epoch*.ckpt`` holds the weights it is read by (the SR
+    teachers). An unfinished run keeps its ``last.ckpt`` whole, to resume exactly. Stop the study first: a run
+    writing while it is packed may be caught between two of its files."""
+    import io
+
+    import torch
+
     from rdrec.utils.atomic import atomic_tar
+    from rdrec.utils.checkpoints import load_checkpoint
     from rdrec.utils.rundir import MARKER
 
-    files, left_out = [], []
+    files, slim, left_out = [], {}, []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name == MARKER or ".staging." in path.name or path.name.endswith(".tmp"):
             continue
+        run_dir = path.parent.parent
+        if path.suffix == ".ckpt" and path.parent.name == "checkpoints" and (run_dir / "metrics.json").is_file():
+            if path.name == "last.ckpt" and any(path.parent.glob("epoch*.ckpt")):
+                continue
+            state = {k: v for k, v in load_checkpoint(path).items() if k not in ("optimizer_states", "lr_schedulers")}
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            slim[str(path.relative_to(root))] = buffer.getvalue()
+            continue
         (left_out if path.stat().st_size > max_mb * 1e6 else files).append(path)
-    atomic_tar(ARCHIVE, root, files)
-    print(f"{len(files)} files of {root} -> {ARCHIVE} ({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
+    atomic_tar(ARCHIVE, root, files, slim)
+    print(f"{len(files) + len(slim)} files of {root} -> {ARCHIVE} ({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
     for path in left_out:
         print(f"  left out ({path.stat().st_size / 1e6:.0f} MB): {path.relative_to(root)}")
 

@@ -137,13 +137,20 @@ def atomic_write_bytes(final: str | Path, data: bytes) -> Path:
     return Path(final)
 
 
-def atomic_tar(final: str | Path, base: str | Path, files: list[Path]) -> Path:
-    """Write the tar.gz ``final`` holding ``files`` (named relative to ``base``), whole or not at all."""
+def atomic_tar(final: str | Path, base: str | Path, files: list[Path], contents: dict[str, bytes] | None = None) -> Path:
+    """Write the tar.gz ``final`` holding ``files`` (named relative to ``base``) and ``contents`` (name → bytes:
+    members made in memory), whole or not at all."""
+    import io
     import tarfile
+    import time
 
     with atomic_file(final, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         for path in files:
             tar.add(path, arcname=str(Path(path).relative_to(base)))
+        for name, data in (contents or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
     return Path(final)
 
 
