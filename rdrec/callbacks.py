@@ -116,7 +116,8 @@ class EvalJournal(pl.Callback):
     """Journals every validation and test pass of a ``RecModule`` under ``<dirpath>/<stage>`` (the ranks of each
     batch, ``rdrec.eval.journal.ScoreJournal``), so that a run killed while it evaluates scores, when started again,
     only the users it had not reached. A journal belongs to the weights it was computed with (a fingerprint), so
-    the passes of a fit never mix. The run's journals are removed once testing has ended."""
+    the passes of a fit never mix. The run's journals are removed once testing has ended (a run with ``test=false``
+    keeps its last validation's, a few KB: a resumed run that validates those weights again reads it)."""
 
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
