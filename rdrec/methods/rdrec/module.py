@@ -146,8 +146,9 @@ class RDRecStudentModule(RecModule):
             out["item_tokens"] = self.model.t5.get_input_embeddings().weight.detach().float().cpu()[rows].reshape(-1)
         return out
 
-    def on_fit_start(self) -> None:
-        self._initial = {k: v.clone() for k, v in self._group_weights().items()}
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before a resumed fit loads its checkpoint: the seeded start the first fit had
+            self._initial = {k: v.clone() for k, v in self._group_weights().items()}
 
     def on_fit_end(self) -> None:
         if not self._initial:
