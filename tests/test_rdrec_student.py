@@ -293,10 +293,10 @@ def test_parameter_groups_get_their_learning_rate_multipliers_and_report_their_r
     assert lrs == pytest.approx({"soft_prompt": 3e-2, "whole_word": 1e-3, "embedding": 1e-2, "rest": 1e-3})
     params = [p for g in optimizer.param_groups for p in g["params"]]
     assert len(params) == len({id(p) for p in module.parameters()}) == len({id(p) for p in params})
-    module.setup("fit")  # the start, taken before a resumed fit would load its checkpoint
+    module.on_fit_start()  # the start (configure_model takes it, before a resumed fit loads its checkpoint)
     with torch.no_grad():
         module.model.prompts.mul_(1.5)  # moves by half its norm
-    module.on_fit_start()  # (a resumed fit: the weights are the checkpoint's by now; the start stays)
+    module.on_fit_start()  # as in a resumed fit: the weights are the checkpoint's by now; the start stays
     module.on_fit_end()
     assert module.eval_results["train/rel_change/soft_prompt"] == pytest.approx(0.5, rel=1e-5)
     assert module.eval_results["train/rel_change/rest"] == 0.0

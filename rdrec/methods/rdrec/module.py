@@ -85,6 +85,8 @@ class RDRecStudentModule(RecModule):
             dm.use_tokenizer(self.backbone.tokenizer)
         new = dm.item_ids.new_tokens() if getattr(dm, "item_ids", None) is not None else []
         self.build(dm.tokenizer, dm.item_tokens(), new_token_ids=dm.tokenizer.convert_tokens_to_ids(new))
+        if self.trainer.state.fn == "fit":  # the seeded start, before a resumed fit loads its checkpoint over it
+            self._take_start()
 
     def build(self, tokenizer, item_tokens: dict[int, list[int]], new_token_ids: list[int] | None = None) -> None:
         """Create the student for ``tokenizer`` and the decoding trie over ``item_tokens`` (item → token ids);
@@ -146,9 +148,12 @@ class RDRecStudentModule(RecModule):
             out["item_tokens"] = self.model.t5.get_input_embeddings().weight.detach().float().cpu()[rows].reshape(-1)
         return out
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # before a resumed fit loads its checkpoint: the seeded start the first fit had
-            self._initial = {k: v.clone() for k, v in self._group_weights().items()}
+    def _take_start(self) -> None:
+        self._initial = {k: v.clone() for k, v in self._group_weights().items()}
+
+    def on_fit_start(self) -> None:
+        if not self._initial:  # (a model built before fit, not by configure_model)
+            self._take_start()
 
     def on_fit_end(self) -> None:
         if not self._initial:
