@@ -13,7 +13,7 @@ import torch
 from rdrec.eval import CandidateRanking
 from rdrec.eval.journal import ScoreJournal, weights_fingerprint
 from rdrec.modules.base import RecModule
-from tests.test_faults_run import TINY, _train
+from tests.test_faults_run import TINY, _train, reference_metrics
 
 
 def _meta(**kw):
@@ -117,9 +117,7 @@ def test_a_killed_test_pass_resumes_with_the_users_it_had_not_reached(tmp_path):
 def test_rdrec_train_killed_while_testing_resumes_and_matches_the_uninterrupted_run(tmp_path):
     common = [*TINY, f"paths.data_dir={tmp_path / 'data'}", "data.eval_batch_size=16",
               "+callbacks.kill._target_=tests.test_eval_journal.KillAtTestBatch"]
-    ref = _train([*common, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    expected = reference_metrics(common, tmp_path)
     run = tmp_path / "killed"
     killed = _train([*common, f"hydra.run.dir={run}"], tmp_path, RDREC_TEST_KILL_AT_TEST_BATCH="5")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]

@@ -315,13 +315,18 @@ def test_resume_refuses_a_crafted_or_corrupt_last_checkpoint_in_one_line(tmp_pat
     assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
 
 
+def reference_metrics(args: list[str], tmp_path: Path) -> dict:
+    """metrics.json of an uninterrupted ``rdrec-train`` run with ``args`` (in ``<tmp_path>/reference``)."""
+    ref = _train([*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    return json.loads((tmp_path / "reference" / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 def test_kill_9_at_a_random_batch_then_resume_gives_the_uninterrupted_metrics(tmp_path):
     common = [*TINY, f"paths.data_dir={tmp_path / 'data'}", "+callbacks.kill._target_=tests.test_faults_run.KillAt",
               "callbacks.resume_checkpoints.every_n_train_steps=2"]
-    ref = _train([*common, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    expected = reference_metrics(common, tmp_path)
     # 4 batches per epoch, last.ckpt every 2 steps and after each validation: a random step inside an epoch after
     # the first checkpoint (odd steps redo the step since it), and the first step of an epoch (resumed from the
     # checkpoint written after the previous epoch's validation)

@@ -50,7 +50,6 @@ class ScoreJournal:
         self.dirpath, self.meta, self.rank = Path(dirpath), dict(meta), int(rank)
         self._entries: dict[tuple[str, tuple[int, ...]], list[int]] = {}
         self._file = None
-        self.reused = self.recorded = 0  # batches looked up / written in this pass
         meta_file = self.dirpath / "meta.json"
         try:
             saved = json.loads(meta_file.read_text())
@@ -87,7 +86,6 @@ class ScoreJournal:
         found = self._entries.get((protocol, tuple(users.flatten().tolist())))
         if found is None:
             return None
-        self.reused += 1
         return torch.tensor(found, dtype=torch.long, device=users.device)
 
     def put(self, protocol: str, users: torch.Tensor, ranks: torch.Tensor) -> None:
@@ -99,7 +97,6 @@ class ScoreJournal:
         self._file.write(json.dumps({"protocol": protocol, "users": users, "ranks": ranks}) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.recorded += 1
 
     def close(self) -> None:
         if self._file is not None:
