@@ -183,3 +183,36 @@ def test_test_step_generates_parses_and_scores_against_the_teacher():
     metrics = module._generation_metrics()
     assert metrics["test/parse_rate"] == 0.5 and metrics["test/answers"] == 2.0
     assert all(0.0 <= metrics[f"test/{k}"] <= 1.0 for k in ("bleu4", "rouge1_f", "rouge2_f", "rougeL_f"))
+
+
+def test_test_step_decodes_as_the_runner_does_with_the_merged_student(monkeypatch):
+    """The held-out answers are what ``rdrec-generate`` would store: the runner's transformers backend around the
+    merged student gives the same greedy text, and the parser's stop rule reaches the decoding loop."""
+    from rdrec.teacher.backends.base import GenerationParams, Stop
+    from rdrec.teacher.backends.transformers import TransformersBackend
+
+    class WithStop:
+        def parse(self, text):
+            return {"rationale": text}
+
+        def stop(self, kind):
+            return Stop(3, 50, 4)
+
+    module = student(parser=WithStop(), generate_tokens=8, repetition_penalty=1.1)
+    torch.manual_seed(0)
+    with torch.no_grad():  # LoRA B starts at zero: give the adapters weight, so merging them changes the model
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    prompts = ["user likes a", "user likes bb and c"]
+    runner = TransformersBackend.around(module.merged_model(), module.tokenizer)
+    params = GenerationParams(max_new_tokens=8, do_sample=False, repetition_penalty=1.1)
+    expected = [g.text.strip() for g in runner.generate([[{"role": "user", "content": p}] for p in prompts],
+                                                        [0, 0], params, stop=Stop(3, 50, 4))]
+    assert module.generate(prompts) == expected
+    seen = []
+    real = TransformersBackend.generate
+    monkeypatch.setattr(TransformersBackend, "generate",
+                        lambda self, chats, seeds, params, stop=None: seen.append(stop) or real(self, chats, seeds, params, stop))
+    module.generate(prompts)
+    assert seen == [Stop(3, 50, 4)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -527,7 +528,9 @@ def decode(args) -> None:
     trained on: its 20 validation users (pick the setting on these) and its 50 held-out users (report on these).
     Exactly ``generate``'s first attempt (the teacher's runner backend with the merged student, the family's stop
     rule, ≤ 128 new tokens, batches of ``--batch-size``), without the store: nothing is kept but the counts,
-    the reasons answers failed to parse and the wall time (results/decode_sweep.json)."""
+    the reasons answers failed to parse and the wall time (results/``--out``). Each answer is judged twice: by
+    the student's prompt family (what ``generate`` stores) and by the teacher's SLIM parser (conf/prompts/slim.yaml,
+    which also rejects a looping list: what the student's test step and the teacher's own answers pass)."""
     from collections import Counter
 
     import torch
@@ -542,6 +545,7 @@ def decode(args) -> None:
     run = WORK / f"student_{args.tag}"
     split = _student_split(run)
     family = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim_student.yaml"), item_noun="movie")
+    strict = instantiate(OmegaConf.load(CONFIG_DIR / "prompts" / "slim.yaml"), item_noun="movie")
     view = prepared().train_view()
     groups = {"valid": split["valid"], "heldout": split["heldout"]}
     wanted = {u for users in groups.values() for u in users}
@@ -553,6 +557,7 @@ def decode(args) -> None:
     for penalty in args.penalties:
         params = GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=penalty)
         t0, parsed, reasons = time.perf_counter(), {g: 0 for g in groups}, Counter()
+        parsed_strict, strict_reasons = {g: 0 for g in groups}, Counter()
         for start in range(0, len(items), args.batch_size):
             batch = items[start:start + args.batch_size]
             gens = backend.generate([i.chat() for i in batch], [0] * len(batch), params, stop=family.stop("user"))
@@ -563,16 +568,25 @@ def decode(args) -> None:
                     parsed[group] += 1
                 except ParseError as err:
                     reasons[str(err)[:80]] += 1
+                try:
+                    strict.parse(gen.text, item.kind)
+                    parsed_strict[group] += 1
+                except ParseError as err:
+                    strict_reasons[re.sub(r":.*", "", str(err))[:80]] += 1
         seconds = time.perf_counter() - t0
         result["settings"][str(penalty)] = {
             **{f"{g}/parsed": parsed[g] for g in groups},
             **{f"{g}/parse_rate": parsed[g] / len(groups[g]) for g in groups},
-            "failures": dict(reasons.most_common()), "seconds": seconds, "seconds_per_answer": seconds / len(items)}
+            "failures": dict(reasons.most_common()),
+            **{f"{g}/parsed_teacher_parser": parsed_strict[g] for g in groups},
+            "failures_teacher_parser": dict(strict_reasons.most_common()),
+            "seconds": seconds, "seconds_per_answer": seconds / len(items)}
         print(f"repetition_penalty {penalty}: valid {parsed['valid']}/{len(groups['valid'])}, held-out "
-              f"{parsed['heldout']}/{len(groups['heldout'])} parsed ({seconds / len(items):.1f} s/answer)", flush=True)
+              f"{parsed['heldout']}/{len(groups['heldout'])} parsed; teacher's parser: valid {parsed_strict['valid']}, held-out "
+              f"{parsed_strict['heldout']} ({seconds / len(items):.1f} s/answer)", flush=True)
     result["load_average"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "decode_sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 ARCHIVE = RESULTS / "study_runs.tar.gz"
@@ -710,6 +724,7 @@ def main() -> None:
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--penalties", type=float, nargs="+", default=[1.0, 1.1, 1.2, 1.3])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default="decode_sweep.json", help="file name under results/")
     p = sub.add_parser("text")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--bench-users", type=int, default=8)

@@ -10,7 +10,8 @@
 - Loss: token NLL of the rationale and the end-of-sequence token only; prompt and padding positions carry
   label -100 and never enter the loss (``encode_pairs``).
 - Test (the held-out users) also *generates*: with ``generate_tokens > 0`` the student answers each held-out
-  prompt greedily, and the test metrics add the parse rate (answers that ``parser``, the teacher's SLIM
+  prompt greedily, decoded by the teacher runner's transformers backend with the parser's stop rule (as
+  ``rdrec-generate`` decodes with the merged student), and the test metrics add the parse rate (answers that ``parser``, the teacher's SLIM
   parser, splits into three steps) and BLEU-4 / ROUGE-1/2/L F of the answer against the teacher's rationale
   (``test/parse_rate``, ``test/bleu4``, ``test/rouge{1,2,L}_f``); the answers land in ``generations``.
 - Checkpoints hold the trainable (LoRA) weights only, so a 7B student's checkpoint is megabytes;
@@ -135,25 +136,24 @@ class SlimStudentModule(pl.LightningModule):
 
     @torch.no_grad()
     def generate(self, prompts: list[str]) -> list[str]:
-        """Greedy answers to ``prompts`` (left-padded batch, rendered as in training)."""
-        tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = [tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"][-(self.max_length // 2):] for p in prompts]
-        width = max(len(i) for i in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, i in enumerate(ids):
-            input_ids[r, width - len(i):] = torch.tensor(i)
-            mask[r, width - len(i):] = 1
+        """Greedy answers to ``prompts``, decoded as ``rdrec-generate`` decodes with the merged student: the
+        teacher runner's transformers backend (its loop, its repetition penalty) and the parser family's stop
+        rule (``parser.stop``, when the parser has one), so the test's parse rate is the runner's."""
+        from rdrec.teacher.backends.base import GenerationParams
+        from rdrec.teacher.backends.transformers import TransformersBackend
+
+        backend = TransformersBackend.around(self.model, self.tokenizer)  # its prompt limit, as the runner's
+        params = GenerationParams(max_new_tokens=self.generate_tokens, do_sample=False,
+                                  repetition_penalty=self.repetition_penalty)
+        stop = self.parser.stop("user") if callable(getattr(self.parser, "stop", None)) else None
         was = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                      max_new_tokens=self.generate_tokens, do_sample=False,
-                                      repetition_penalty=self.repetition_penalty, pad_token_id=pad)
+            gens = backend.generate([[{"role": "user", "content": p}] for p in prompts], [0] * len(prompts), params,
+                                    stop=stop)
         finally:
             self.model.train(was)
-        return [tok.decode(o[width:], skip_special_tokens=True).strip() for o in out]
+        return [g.text.strip() for g in gens]
 
     def _generation_metrics(self) -> dict[str, float]:
         from torchmetrics.text import BLEUScore

@@ -62,6 +62,16 @@ class TransformersBackend(Backend):
         self.model = None
         self.tokenizer = None
 
+    @classmethod
+    def around(cls, model, tokenizer, model_id: str = "in-memory", **kwargs) -> "TransformersBackend":
+        """A backend that decodes with a model already in memory (e.g. SLIM's student under test, its LoRA
+        adapters unmerged): the same loop, repetition penalty and stop rule as a backend that loads one."""
+        backend = cls(model="<in memory>", model_id=model_id, **kwargs)
+        backend.model, backend.tokenizer = model, tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return backend
+
     # ---- loading -----------------------------------------------------------------------------------------
     def setup(self, device=None) -> None:
         if self.torch_threads:
