@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rdrec.backbones.causal import byte_tokenizer, tiny_llama
-from rdrec.methods.slim.student_module import IGNORE, SlimStudentModule, encode_pairs, render_prompt, token_nll
+from rdrec.backbones.heads import IGNORE
+from rdrec.methods.slim.student_module import SlimStudentModule, encode_pairs, render_prompt
 from rdrec.teacher.backends.transformers import TransformersBackend
 
 PROMPTS = ["The user chose these items, oldest first: A; B; C\nWhat next?", "The user chose: Z"]
@@ -53,7 +54,9 @@ def test_prompt_tokens_do_not_change_the_loss_and_get_no_gradient():
     enc = encode_pairs(module.tokenizer, PROMPTS, TARGETS)
     logits = module.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.detach()
     logits.requires_grad_(True)
-    loss = token_nll(logits, enc["labels"])
+    labels = enc["labels"][:, 1:]  # the next-token NLL over labelled positions, from the full logits
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                             ignore_index=IGNORE)
     loss.backward()
     # the gradient reaches exactly the positions that predict a rationale token
     predicts_rationale = torch.zeros_like(enc["labels"], dtype=torch.bool)

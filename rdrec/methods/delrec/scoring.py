@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from rdrec.backbones.heads import IGNORE, labelled_nll
 from rdrec.methods.delrec.soft_prompt import SoftPromptLM
 
 SOFT_SLOT = "<soft_prompt>"
-IGNORE = -100
 
 
 class PromptCodec:
@@ -94,12 +93,9 @@ def lm_loss(lm: SoftPromptLM, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     the positions that predict a label (about 10 of ~450 per prompt), not at every position."""
     if lm.kind == "seq2seq":  # the decoder reads the targets only: its logits are already the labelled ones
         return lm(**inputs).loss
-    hidden = lm.hidden_states(inputs["input_ids"], inputs.get("soft_mask"), attention_mask=inputs["attention_mask"],
-                              use_cache=False)
-    targets = inputs["labels"][:, 1:]
-    keep = targets != IGNORE
-    logits = lm.logits(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), targets[keep]) + adalora_penalty(lm.model)
+    loss, _ = labelled_nll(lm.model, inputs["labels"], inputs_embeds=lm.embed(inputs["input_ids"], inputs.get("soft_mask")),
+                           attention_mask=inputs["attention_mask"], use_cache=False)
+    return loss + adalora_penalty(lm.model)
 
 
 def adalora_penalty(model: torch.nn.Module) -> torch.Tensor | float:

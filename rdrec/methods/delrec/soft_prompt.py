@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rdrec.backbones.heads import causal_hidden, causal_logits
+
 
 class SoftPromptLM(nn.Module):
     def __init__(self, model: nn.Module, kind: str, num_tokens: int = 100, init: str = "vocab", seed: int = 0):
@@ -60,26 +62,19 @@ class SoftPromptLM(nn.Module):
         """The wrapped model's forward with ``inputs_embeds`` in place of ``input_ids`` (encoder input for seq2seq)."""
         return self.model(inputs_embeds=self.embed(input_ids, soft_mask), **kwargs)
 
-    # ---- decoder-only models: hidden states, and logits only where they are needed ------------------------------
-    def _causal_parts(self) -> tuple[nn.Module, nn.Module, float | None]:
-        """(the transformer without its head, the output projection, the final logit soft-cap or None). Under a peft
-        adapter the adapted layers live inside the same modules, so calling the inner transformer uses them."""
+    # ---- decoder-only models: hidden states, and logits only where they are needed (rdrec.backbones.heads) ------
+    def _causal(self) -> nn.Module:
         if self.kind != "causal":
             raise TypeError("hidden_states() / logits() exist only for decoder-only models")
-        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        return (getattr(model, model.base_model_prefix), model.get_output_embeddings(),
-                getattr(model.config, "final_logit_softcapping", None))
+        return self.model
 
     def hidden_states(self, input_ids: torch.Tensor, soft_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """The last layer's hidden states [B, L, H] (after the final norm), no vocabulary projection."""
-        body = self._causal_parts()[0]
-        return body(inputs_embeds=self.embed(input_ids, soft_mask), **kwargs).last_hidden_state
+        return causal_hidden(self._causal(), inputs_embeds=self.embed(input_ids, soft_mask), **kwargs)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The model's next-token logits for hidden states of any leading shape (with Gemma's soft-cap)."""
-        _, head, cap = self._causal_parts()
-        out = head(hidden)
-        return torch.tanh(out / cap) * cap if cap else out
+        return causal_logits(self._causal(), hidden)
 
     def encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, soft_mask: torch.Tensor | None = None):
         if self.kind != "seq2seq":

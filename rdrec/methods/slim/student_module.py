@@ -8,7 +8,8 @@
   generation prompt, or the text and a blank line when there is none), so the student generates from the
   prompt format it was trained on.
 - Loss: token NLL of the rationale and the end-of-sequence token only; prompt and padding positions carry
-  label -100 and never enter the loss (``encode_pairs``).
+  label -100 and never enter the loss (``encode_pairs``), and the vocabulary projection runs only at the
+  positions that predict a labelled token (``rdrec.backbones.heads.labelled_nll``).
 - Test (the held-out users) also *generates*: with ``generate_tokens > 0`` the student answers each held-out
   prompt greedily, decoded by the teacher runner's transformers backend with the parser's stop rule (as
   ``rdrec-generate`` decodes with the merged student), and the test metrics add the parse rate (answers that ``parser``, the teacher's SLIM
@@ -29,8 +30,8 @@ import pytorch_lightning as pl
 import torch
 
 from rdrec.backbones import Backbone
+from rdrec.backbones.heads import IGNORE, labelled_nll
 
-IGNORE = -100
 
 
 def render_prompt(tokenizer, prompt: str) -> str:
@@ -69,12 +70,6 @@ def encode_pairs(tokenizer, prompts: list[str], targets: list[str], max_length: 
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL of the next token over positions whose label is not −100 (causal shift inside)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
-
-
 class SlimStudentModule(pl.LightningModule):
     def __init__(self, backbone: Backbone, optimizer: Callable[..., torch.optim.Optimizer], lora: dict | None = None,
                  max_length: int = 512, parser=None, generate_tokens: int = 0, repetition_penalty: float = 1.1):
@@ -108,8 +103,8 @@ class SlimStudentModule(pl.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         enc = encode_pairs(self.tokenizer, batch["prompt"], batch["target"], self.max_length)
         enc = {k: v.to(self.device) for k, v in enc.items()}
-        logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        return token_nll(logits, enc["labels"]), int((enc["labels"][:, 1:] != IGNORE).sum())
+        # the vocabulary projection only at the positions that predict a rationale token (rdrec.backbones.heads)
+        return labelled_nll(self.model, enc["labels"], input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, tokens = self(batch)
