@@ -524,8 +524,9 @@ def text(args) -> None:
 
 
 def decode(args) -> None:
-    """The student's first (greedy) answer under each ``--penalties`` repetition penalty, on the users it never
-    trained on: its 20 validation users (pick the setting on these) and its 50 held-out users (report on these).
+    """The student's first answer (greedy, or sampled with ``--temperatures``) under each ``--penalties``
+    repetition penalty, on the users it never trained on: its 20 validation users (pick the setting on these) and
+    its 50 held-out users (report on these).
     Exactly ``generate``'s first attempt (the teacher's runner backend with the merged student, the family's stop
     rule, ≤ 128 new tokens, batches of ``--batch-size``), without the store: nothing is kept but the counts,
     the reasons answers failed to parse and the wall time (results/``--out``). Each answer is judged twice: by
@@ -554,13 +555,17 @@ def decode(args) -> None:
     backend = TransformersBackend(str(run / "student"), torch_threads=1)
     backend.setup()
     result = {"student": str(run / "student"), "users": {g: len(u) for g, u in groups.items()}, "settings": {}}
-    for penalty in args.penalties:
-        params = GenerationParams(max_new_tokens=128, do_sample=False, repetition_penalty=penalty)
+    settings = [(penalty, t) for penalty in args.penalties for t in args.temperatures]
+    for penalty, temperature in settings:
+        params = GenerationParams(max_new_tokens=128, do_sample=temperature > 0, temperature=temperature or 0.7,
+                                  top_p=args.top_p if temperature > 0 else 1.0, repetition_penalty=penalty)
+        key = str(penalty) if temperature == 0 else f"{penalty}, sampled T={temperature} top_p={args.top_p}"
         t0, parsed, reasons = time.perf_counter(), {g: 0 for g in groups}, Counter()
         parsed_strict, strict_reasons = {g: 0 for g in groups}, Counter()
         for start in range(0, len(items), args.batch_size):
             batch = items[start:start + args.batch_size]
-            gens = backend.generate([i.chat() for i in batch], [0] * len(batch), params, stop=family.stop("user"))
+            seeds = [int(i.entity["user"]) + args.seed_offset for i in batch]  # sampled: one seeded generator per user
+            gens = backend.generate([i.chat() for i in batch], seeds, params, stop=family.stop("user"))
             for item, gen in zip(batch, gens):
                 group = "valid" if item.entity["user"] in split["valid"] else "heldout"
                 try:
@@ -574,14 +579,14 @@ def decode(args) -> None:
                 except ParseError as err:
                     strict_reasons[re.sub(r":.*", "", str(err))[:80]] += 1
         seconds = time.perf_counter() - t0
-        result["settings"][str(penalty)] = {
+        result["settings"][key] = {
             **{f"{g}/parsed": parsed[g] for g in groups},
             **{f"{g}/parse_rate": parsed[g] / len(groups[g]) for g in groups},
             "failures": dict(reasons.most_common()),
             **{f"{g}/parsed_teacher_parser": parsed_strict[g] for g in groups},
             "failures_teacher_parser": dict(strict_reasons.most_common()),
             "seconds": seconds, "seconds_per_answer": seconds / len(items)}
-        print(f"repetition_penalty {penalty}: valid {parsed['valid']}/{len(groups['valid'])}, held-out "
+        print(f"repetition_penalty {key}: valid {parsed['valid']}/{len(groups['valid'])}, held-out "
               f"{parsed['heldout']}/{len(groups['heldout'])} parsed; teacher's parser: valid {parsed_strict['valid']}, held-out "
               f"{parsed_strict['heldout']} ({seconds / len(items):.1f} s/answer)", flush=True)
     result["load_average"] = os.getloadavg()[0]
@@ -723,6 +728,9 @@ def main() -> None:
     p = sub.add_parser("decode")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--penalties", type=float, nargs="+", default=[1.0, 1.1, 1.2, 1.3])
+    p.add_argument("--temperatures", type=float, nargs="+", default=[0.0], help="0: greedy; > 0: sampled (seeded per user)")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed-offset", type=int, default=0, help="sampled: user u's seed is u + this (replicates)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="decode_sweep.json", help="file name under results/")
     p = sub.add_parser("text")
