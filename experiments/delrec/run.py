@@ -286,9 +286,10 @@ def _row(variant: str, seed: int, out: Path, stage1: Path | None, cost: dict, s1
     found = ranks_file(out)
     row["users"] = len(pd.read_csv(found)) if found else None
     row.update({m: metrics.get(f"test/delrec/{m}") for m in METRICS})
-    row["stage2_seconds_per_step"] = step_seconds(out)
-    row["stage2_peak_rss_mb"] = cost.get("peak_rss_mb")
-    row["stage2_wall_seconds"] = cost.get("wall_seconds")
+    if variant not in REFERENCES:  # (the reference rows train no LLM: no stage-2 cost)
+        row["stage2_seconds_per_step"] = step_seconds(out)
+        row["stage2_peak_rss_mb"] = cost.get("peak_rss_mb")
+        row["stage2_wall_seconds"] = cost.get("wall_seconds")
     if stage1 is not None:
         row["stage1_run"] = str(stage1)
         row["stage1_seconds_per_step"] = step_seconds(stage1)
@@ -329,12 +330,13 @@ def _write(work: Path, rows: list[dict]) -> None:
     os.replace(tmp, work / "results.md")
 
 
-PAIRED_AGAINST = ("popularity", "sr_alone (SASRec)", "no_stage1", "no_adalora")
+PAIRED_AGAINST = ("random (expected)", "popularity", "sr_alone (SASRec)", "no_stage1", "no_adalora")
 
 
 def paired_lines(frame: pd.DataFrame) -> list[str]:
     """Paired differences over the same users (per seed): each LLM row minus each comparison row, in per-user
-    NDCG@5 and HR@1, with the paired standard error and a two-sided normal-approximation p-value."""
+    NDCG@5 and HR@1, with the paired standard error and a two-sided normal-approximation p-value. Against
+    "random (expected)" the comparison is each user's expectation under a random order (a one-sample test)."""
     import math
 
     import numpy as np
@@ -354,7 +356,13 @@ def paired_lines(frame: pd.DataFrame) -> list[str]:
                 b = frame[(frame["variant"] == other) & (frame["seed"] == seed)]
                 if a.empty or b.empty:
                     continue
-                ra, rb = per_user(a["run"].iloc[0]), per_user(b["run"].iloc[0])
+                ra = per_user(a["run"].iloc[0])
+                fixed = None  # random order: every user's expected value, a constant (a one-sample test)
+                if other == "random (expected)":
+                    fixed = {m: float(b[m].iloc[0]) for m in ("ndcg@5", "hr@1")}
+                    rb = ra
+                else:
+                    rb = per_user(b["run"].iloc[0])
                 if ra is None or rb is None:
                     continue
                 users = ra.index.intersection(rb.index)
@@ -362,7 +370,7 @@ def paired_lines(frame: pd.DataFrame) -> list[str]:
                 cells = []
                 for name, f in (("ndcg@5", lambda r: np.where(r <= 5, 1 / np.log2(r + 1), 0.0)),
                                 ("hr@1", lambda r: (r <= 1).astype(float))):
-                    d = f(ra) - f(rb)
+                    d = f(ra) - (fixed[name] if fixed else f(rb))
                     se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
                     p = math.erfc(abs(d.mean() / se) / math.sqrt(2)) if se and se > 0 else float("nan")
                     cells.append(f"{d.mean():+.4f} ± {se:.4f} (p {p:.3g})")
