@@ -153,8 +153,9 @@ def main() -> None:
         stage1_runs: dict[str, Path] = {}
         for variant in args.variants:
             s1_opts, s2_opts = VARIANTS[variant]
+            owner = variant  # the variant whose stage-1 run this is: stage1_<owner>, shared across invocations
             if isinstance(s1_opts, str):  # reuses the stage 1 of another variant
-                s1_opts = VARIANTS[s1_opts][0]
+                owner, s1_opts = s1_opts, VARIANTS[s1_opts][0]
             s1_opts = dict(s1_opts) if s1_opts is not None else None
             teacher = sasrec
             if s1_opts and "teacher" in s1_opts:
@@ -165,7 +166,7 @@ def main() -> None:
                 if key in stage1_runs:
                     s1 = stage1_runs[key]
                 else:
-                    s1 = work / f"seed{seed}" / f"stage1_{variant}"
+                    s1 = work / f"seed{seed}" / f"stage1_{owner}"
                     opts = [f"strategy.tasks={v}" if k == "tasks" else f"{k}={v}" for k, v in s1_opts.items()]
                     s1_cost = run([*common, "strategy=delrec_stage1", *lists, f"delrec.sr_run={teacher}", *opts,
                                    f"hydra.run.dir={s1}"], s1.with_suffix(".log"), s1 / "metrics.json")
