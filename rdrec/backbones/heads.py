@@ -2,7 +2,7 @@
 score reads them.
 
 A causal LM's forward projects every position onto the vocabulary, though a distillation loss reads only the
-positions that predict a target token (SLIM's student: the rationale, about a third of a batch's positions;
+positions that predict a target token (SLIM's student: the rationale, about a fifth of a batch's positions;
 DELRec: ~10 answer tokens of ~450), and the projection is the largest single matmul of a small model with a large
 vocabulary (Gemma-3-270M: 262k × 640, more than its transformer per position). These helpers split the model into
 its body and its head, so callers project only the rows they need. They work under peft adapters (the adapted

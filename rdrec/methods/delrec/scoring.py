@@ -93,8 +93,9 @@ def lm_loss(lm: SoftPromptLM, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     the positions that predict a label (about 10 of ~450 per prompt), not at every position."""
     if lm.kind == "seq2seq":  # the decoder reads the targets only: its logits are already the labelled ones
         return lm(**inputs).loss
-    loss, _ = labelled_nll(lm.model, inputs["labels"], inputs_embeds=lm.embed(inputs["input_ids"], inputs.get("soft_mask")),
-                           attention_mask=inputs["attention_mask"], use_cache=False)
+    embeds = lm.embed(inputs["input_ids"], inputs.get("soft_mask"))
+    loss, _ = labelled_nll(lm.model, inputs["labels"], inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                           use_cache=False)
     return loss + adalora_penalty(lm.model)
 
 

@@ -12,9 +12,10 @@
   positions that predict a labelled token (``rdrec.backbones.heads.labelled_nll``).
 - Test (the held-out users) also *generates*: with ``generate_tokens > 0`` the student answers each held-out
   prompt greedily, decoded by the teacher runner's transformers backend with the parser's stop rule (as
-  ``rdrec-generate`` decodes with the merged student), and the test metrics add the parse rate (answers that ``parser``, the teacher's SLIM
-  parser, splits into three steps) and BLEU-4 / ROUGE-1/2/L F of the answer against the teacher's rationale
-  (``test/parse_rate``, ``test/bleu4``, ``test/rouge{1,2,L}_f``); the answers land in ``generations``.
+  ``rdrec-generate`` decodes with the merged student), and the test metrics add the parse rate (answers that
+  ``parser``, the teacher's SLIM parser, splits into three steps) and BLEU-4 / ROUGE-1/2/L F of the answer
+  against the teacher's rationale (``test/parse_rate``, ``test/bleu4``, ``test/rouge{1,2,L}_f``); the answers
+  land in ``generations``.
 - Checkpoints hold the trainable (LoRA) weights only, so a 7B student's checkpoint is megabytes;
   ``merged_model()`` gives a plain HF model with the adapters merged in, which
   ``rdrec.backbones.save.SaveBackbone`` writes for ``rdrec-generate`` to load as a backend.
@@ -31,7 +32,6 @@ import torch
 
 from rdrec.backbones import Backbone
 from rdrec.backbones.heads import IGNORE, labelled_nll
-
 
 
 def render_prompt(tokenizer, prompt: str) -> str:
