@@ -322,7 +322,8 @@ def _write(work: Path, rows: list[dict]) -> None:
     for variant in order:
         group = frame[frame["variant"] == variant]
         cells = [f"{group[m].mean():.4f} ± {group[m].std(ddof=1) if len(group) > 1 else 0:.4f}" for m in METRICS]
-        cells += [f"{group[c].mean():.0f}" if group[c].notna().any() else "" for c in costs]  # means over seeds
+        cells += [f"{group[c].mean():.0f}" if group[c].notna().any() and variant not in REFERENCES else ""
+                  for c in costs]  # means over seeds; reference rows (also older results.csv rows) train no LLM
         users = "/".join(str(int(u)) for u in sorted(set(group["users"].dropna()))) if "users" in group else ""
         lines.append(f"| {variant} | {len(group)} | {users} | " + " | ".join(cells) + " |")
     lines += paired_lines(frame)
