@@ -554,7 +554,8 @@ def decode(args) -> None:
     torch.set_num_threads(1)
     backend = TransformersBackend(str(run / "student"), torch_threads=1)
     backend.setup()
-    result = {"student": str(run / "student"), "users": {g: len(u) for g, u in groups.items()}, "settings": {}}
+    result = {"student": str(run / "student"), "users": {g: len(u) for g, u in groups.items()},
+              "seed_offset": args.seed_offset, "settings": {}}
     settings = [(penalty, t) for penalty in args.penalties for t in args.temperatures]
     for penalty, temperature in settings:
         params = GenerationParams(max_new_tokens=128, do_sample=temperature > 0, temperature=temperature or 0.7,
@@ -592,6 +593,65 @@ def decode(args) -> None:
     result["load_average"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def students(args) -> None:
+    """results/students.{md,json}: the student runs (``--tags``, work/student_<tag>/) side by side: backbone,
+    distillation pairs, epochs (best/trained, early stopping on validation NLL), seconds per step and per epoch,
+    validation and held-out NLL per token and per character of the teacher's rationale (tokenizers differ: per
+    character compares models), the test step's greedy parse rate, BLEU-4 and ROUGE against the teacher; and the
+    held-out parse counts under the teacher's parser of every ``decode`` result named in ``--decode tag=file,…``."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    import rdrec.utils.resolvers  # noqa: F401  (the config's ${rdrec_root:})
+    from rdrec.teacher.export import load
+    from rdrec.utils.report import markdown_table
+
+    decodes = {}
+    for spec in args.decode:
+        tag, _, files = spec.partition("=")
+        decodes[tag] = [f for f in files.split(",") if f]
+    columns, out = {}, {}
+    for tag in args.tags:
+        run = WORK / f"student_{tag}"
+        if not (run / "metrics.json").is_file():
+            raise SystemExit(f"run.py students: {run / 'metrics.json'} missing: train it first (run.py student --tag {tag})")
+        m = json.loads((run / "metrics.json").read_text())
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        split = _student_split(run)
+        teacher = {int(r["user"]): r["rationale"] for r in load(cfg.data.teacher)["slim_users"]}
+        chars = {part: sum(len(teacher[u]) for u in split[part]) for part in ("valid", "heldout")}
+        log = pd.read_csv(run / "csv" / "metrics.csv")
+        epochs = log.dropna(subset=["train/epoch_seconds"])
+        val = log.dropna(subset=["val/loss"])  # one row per trained epoch (the last: the best weights validated again)
+        val = val[val["epoch"] <= epochs["epoch"].max()].drop_duplicates("epoch")
+        best = val.loc[val["val/loss"].idxmin()]
+        e = {"backbone": str(cfg.backbone._target_).rsplit(".", 1)[-1], "pairs": len(split["train"]),
+             "epochs": f"{int(best['epoch']) + 1}/{len(val)}",
+             "val_loss_per_epoch": [round(float(v), 4) for v in val["val/loss"]],
+             "seconds_per_step": float(epochs["train/seconds_per_step"].median()),
+             "minutes_per_epoch": float(epochs["train/epoch_seconds"].median()) / 60,
+             "val/nll_per_token": float(best["val/loss"]),
+             "val/nll_per_char": float(best["val/loss"]) * float(best["val/tokens"]) / chars["valid"],
+             "test/nll_per_token": m["test/loss"], "test/nll_per_char": m["test/loss"] * m["test/tokens"] / chars["heldout"],
+             **{k: m[k] for k in ("test/parse_rate", "test/answers", "test/bleu4", "test/rouge1_f", "test/rouge2_f",
+                                  "test/rougeL_f")}}
+        for name in decodes.get(tag, []):
+            d = json.loads((RESULTS / name).read_text())
+            for key, v in d["settings"].items():
+                label = f"greedy, rp {key}" if "sampled" not in key else "rp " + key.replace("sampled ", "")
+                e[f"held-out parsed (teacher's parser), {label} [{name}]"] = f"{v['heldout/parsed_teacher_parser']} / {d['users']['heldout']}"
+        out[tag] = e
+        columns[tag] = e
+    keys = list(dict.fromkeys(k for e in columns.values() for k in e))
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = [[k, *(fmt(columns[t].get(k, "—")) for t in args.tags)] for k in keys]
+    md = markdown_table(["", *(f"{t} ({columns[t]['backbone']})" for t in args.tags)], rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "students.md").write_text(md + "\n")
+    (RESULTS / "students.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(md)
 
 
 ARCHIVE = RESULTS / "study_runs.tar.gz"
@@ -733,13 +793,16 @@ def main() -> None:
     p.add_argument("--seed-offset", type=int, default=0, help="sampled: user u's seed is u + this (replicates)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="decode_sweep.json", help="file name under results/")
+    p = sub.add_parser("students")
+    p.add_argument("--tags", nargs="+", default=["full"])
+    p.add_argument("--decode", nargs="*", default=[], help="tag=file,… : decode results (under results/) to count")
     p = sub.add_parser("text")
     p.add_argument("--tag", default="smollm2")
     p.add_argument("--bench-users", type=int, default=8)
     args = parser.parse_args()
     {"export-teacher": export_teacher, "teacher": teacher, "student": student, "generate": generate, "study": study, "table": table,
      "archive": archive, "restore": restore,
-     "decode": decode, "text": text}[args.step](args)
+     "decode": decode, "text": text, "students": students}[args.step](args)
 
 
 if __name__ == "__main__":
