@@ -605,6 +605,9 @@ def students(args) -> None:
     from omegaconf import OmegaConf
 
     import rdrec.utils.resolvers  # noqa: F401  (the config's ${rdrec_root:})
+    from torchmetrics.text import BLEUScore
+    from torchmetrics.text.rouge import ROUGEScore
+
     from rdrec.teacher.export import load
     from rdrec.utils.report import markdown_table
 
@@ -637,11 +640,22 @@ def students(args) -> None:
              "test/nll_per_token": m["test/loss"], "test/nll_per_char": m["test/loss"] * m["test/tokens"] / chars["heldout"],
              **{k: m[k] for k in ("test/parse_rate", "test/answers", "test/bleu4", "test/rouge1_f", "test/rouge2_f",
                                   "test/rougeL_f")}}
-        for name in decodes.get(tag, []):
+        seen: dict[str, int] = {}
+        for name in decodes.get(tag, []):  # a sampled setting's k-th file is its seed set k (files in --decode order)
             d = json.loads((RESULTS / name).read_text())
             for key, v in d["settings"].items():
                 label = f"greedy, rp {key}" if "sampled" not in key else "rp " + key.replace("sampled ", "")
-                e[f"held-out parsed (teacher's parser), {label} [{name}]"] = f"{v['heldout/parsed_teacher_parser']} / {d['users']['heldout']}"
+                seen[label] = seen.get(label, 0) + 1
+                label += f", seed set {seen[label]}" if "sampled" in key else ""
+                e[f"held-out parsed (teacher's parser), {label}"] = f"{v['heldout/parsed_teacher_parser']} / {d['users']['heldout']}"
+        # what any answer in the teacher's style gets: another held-out user's teacher rationale as the "prediction"
+        users = split["heldout"]
+        preds, refs = [teacher[v] for v in users[1:] + users[:1]], [teacher[u] for u in users]
+        e["reference: another user's teacher rationale, BLEU-4 / ROUGE-L F"] = (
+            f"{float(BLEUScore(n_gram=4, smooth=True)(preds, [[r] for r in refs])):.4f} / "
+            f"{float(ROUGEScore(rouge_keys=('rougeL',))(preds, refs)['rougeL_fmeasure']):.4f}")
+        if decodes.get(tag):
+            e["decode results (results/)"] = ", ".join(decodes[tag])
         out[tag] = e
         columns[tag] = e
     keys = list(dict.fromkeys(k for e in columns.values() for k in e))
