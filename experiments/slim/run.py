@@ -1,10 +1,12 @@
 """SLIM on MovieLens-100K, end to end, one resumable step at a time (each step skips what is already done).
 
     python experiments/slim/run.py export-teacher     # teacher SLIM rationales in the store → an export
-    python experiments/slim/run.py student            # LoRA student (SmolLM2-135M) → work/student/student/
+    python experiments/slim/run.py student            # LoRA student (SmolLM2-135M) → work/student_<tag>/student/
     python experiments/slim/run.py generate --extra-users 100   # student rationales (held-out users first) → an export
     python experiments/slim/run.py study --parallel 2   # the study at convergence → results/study.md (resumable)
     python experiments/slim/run.py text                # student vs teacher: BLEU/ROUGE on held-out users, s/rationale
+    python experiments/slim/run.py decode --tag full   # the student's first answers, parse counts per decoding setting
+    python experiments/slim/run.py students --tags full gemma   # student runs side by side → results/students.md
     python experiments/slim/run.py archive             # the study runs' small files (+ last.ckpt of unfinished ones)
     python experiments/slim/run.py restore             #   → results/study_runs.tar.gz and back into work/
 
