@@ -661,8 +661,16 @@ def students(args) -> None:
         out[tag] = e
         columns[tag] = e
     keys = list(dict.fromkeys(k for e in columns.values() for k in e))
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    rows = [[k, *(fmt(columns[t].get(k, "—")) for t in args.tags)] for k in keys]
+    fmt = lambda v: (str(int(v)) if v.is_integer() else f"{v:.4f}") if isinstance(v, float) else str(v)  # noqa: E731
+    labels = {"pairs": "distillation pairs", "epochs": "epochs (best / trained)",
+              "val_loss_per_epoch": "validation NLL per token, per epoch", "seconds_per_step": "seconds per step (median)",
+              "minutes_per_epoch": "minutes per epoch", "val/nll_per_token": "validation NLL per token (best epoch)",
+              "val/nll_per_char": "validation NLL per character", "test/nll_per_token": "held-out NLL per token",
+              "test/nll_per_char": "held-out NLL per character",
+              "test/parse_rate": "held-out parse rate, the test step's greedy answers (teacher's parser)",
+              "test/answers": "held-out answers", "test/bleu4": "BLEU-4 against the teacher",
+              "test/rouge1_f": "ROUGE-1 F", "test/rouge2_f": "ROUGE-2 F", "test/rougeL_f": "ROUGE-L F"}
+    rows = [[labels.get(k, k), *(fmt(columns[t].get(k, "—")) for t in args.tags)] for k in keys]
     md = markdown_table(["", *(f"{t} ({columns[t]['backbone']})" for t in args.tags)], rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "students.md").write_text(md + "\n")
