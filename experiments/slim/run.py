@@ -617,7 +617,7 @@ def students(args) -> None:
     for spec in args.decode:
         tag, _, files = spec.partition("=")
         decodes[tag] = [f for f in files.split(",") if f]
-    columns, out = {}, {}
+    out = {}
     for tag in args.tags:
         run = WORK / f"student_{tag}"
         if not (run / "metrics.json").is_file():
@@ -659,8 +659,7 @@ def students(args) -> None:
         if decodes.get(tag):
             e["decode results (results/)"] = ", ".join(decodes[tag])
         out[tag] = e
-        columns[tag] = e
-    keys = list(dict.fromkeys(k for e in columns.values() for k in e))
+    keys = list(dict.fromkeys(k for e in out.values() for k in e))
     fmt = lambda v: (str(int(v)) if v.is_integer() else f"{v:.4f}") if isinstance(v, float) else str(v)  # noqa: E731
     labels = {"pairs": "distillation pairs", "epochs": "epochs (best / trained)",
               "val_loss_per_epoch": "validation NLL per token, per epoch", "seconds_per_step": "seconds per step (median)",
@@ -670,8 +669,8 @@ def students(args) -> None:
               "test/parse_rate": "held-out parse rate, the test step's greedy answers (teacher's parser)",
               "test/answers": "held-out answers", "test/bleu4": "BLEU-4 against the teacher",
               "test/rouge1_f": "ROUGE-1 F", "test/rouge2_f": "ROUGE-2 F", "test/rougeL_f": "ROUGE-L F"}
-    rows = [[labels.get(k, k), *(fmt(columns[t].get(k, "—")) for t in args.tags)] for k in keys]
-    md = markdown_table(["", *(f"{t} ({columns[t]['backbone']})" for t in args.tags)], rows)
+    rows = [[labels.get(k, k), *(fmt(out[t].get(k, "—")) for t in args.tags)] for k in keys]
+    md = markdown_table(["", *(f"{t} ({out[t]['backbone']})" for t in args.tags)], rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "students.md").write_text(md + "\n")
     (RESULTS / "students.json").write_text(json.dumps(out, indent=1) + "\n")
