@@ -469,6 +469,11 @@ def text(args) -> None:
     from rdrec.utils.resolvers import CONFIG_DIR
 
     ds = prepared()
+    meta = EXPORTS / "slim_student" / "meta.json"
+    wrote = json.loads(meta.read_text()).get("model_id", "") if meta.is_file() else ""
+    if not wrote.endswith(f"student_{args.tag}/student"):  # the export holds one student's answers: this tag's?
+        raise SystemExit(f"run.py text: {meta} is from {wrote or 'no student'!r}, not work/student_{args.tag}; "
+                         f"write this student's export first: run.py generate --tag {args.tag} [--export-only]")
     teacher = {int(r["user"]): r for r in load(EXPORTS / "slim_teacher")["slim_users"]}
     parsed = {int(r["user"]): r for r in load(EXPORTS / "slim_student")["slim_users"]}
     whole = load_rationales(EXPORTS / "slim_student", ds, "rationale", unparsed=True)  # parsed or raw answer
