@@ -255,6 +255,9 @@ def test_an_archive_is_written_whole_and_restoring_keeps_what_is_newer(tmp_path)
         atomic_tar(archive, runs, [runs / "seed1" / "metrics.json", runs / "gone.json"])
     assert not archive.exists() and staging_left(tmp_path / "results") == []
     atomic_tar(archive, runs, sorted(p for p in runs.rglob("*") if p.is_file()), {"seed1/made.json": b"[1]"})
+    again = atomic_tar(tmp_path / "again" / "runs.tar.gz", runs, sorted(p for p in runs.rglob("*") if p.is_file()),
+                       {"seed1/made.json": b"[1]"})
+    assert again.read_bytes() == archive.read_bytes()  # unchanged runs re-packed: the same bytes, nothing new in git
     fresh = tmp_path / "fresh"
     (fresh / "seed1" / "checkpoints").mkdir(parents=True)
     (fresh / "seed1" / "checkpoints" / "last.ckpt").write_bytes(b"step 12")  # trained on since the archive

@@ -20,7 +20,8 @@ Runs are plain ``rdrec-train`` calls (printed before they start) into ``--work``
 the script is started again, so a killed comparison resumes. A study longer than one machine's lifetime travels in
 git: ``--archive`` packs what the runs under ``--work``'s parent hold (every file but the run markers and files over
 ``--archive-max-mb``: the LLM stages keep only their trained parts, so checkpoints are small) into
-``results/study_runs.tar.gz``, and ``--restore`` unpacks it in a fresh checkout (keeping newer files); the same
+``results/study_runs/<run>.tar.gz``, one reproducible archive per run (a run that did not change gives the same
+bytes, so git stores only what moved), and ``--restore`` unpacks them in a fresh checkout (keeping newer files); the same
 command then continues with the first unfinished run, a half-trained one from its ``last.ckpt``, a half-evaluated
 one from its evaluation journal. SR teachers that are missing are trained first
 (``rdrec-train strategy=sr``, training data only). Results: ``<work>/results.csv`` (one row per run) and
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "experiments" / "delrec" / "work" / "cmp")
     parser.add_argument("--sr-dir", type=Path, default=None, help="where SR runs live (default: <work>/..)")
     parser.add_argument("--archive", action="store_true", help=f"pack the runs into {ARCHIVE.relative_to(ROOT)}; run nothing")
-    parser.add_argument("--archive-max-mb", type=float, default=4.0, help="leave larger files out of the archive")
+    parser.add_argument("--archive-max-mb", type=float, default=10.0, help="leave larger files out of the archive (an unfinished stage 2's last.ckpt is ~9 MB)")
     parser.add_argument("--restore", action="store_true", help=f"unpack {ARCHIVE.relative_to(ROOT)}; run nothing")
     parser.add_argument("extra", nargs="*", help="more rdrec-train overrides for every LLM run")
     args = parser.parse_args()
@@ -183,16 +184,30 @@ def main() -> None:
     print((work / "results.md").read_text())
 
 
-ARCHIVE = ROOT / "experiments" / "delrec" / "results" / "study_runs.tar.gz"
+ARCHIVE = ROOT / "experiments" / "delrec" / "results" / "study_runs"
+
+
+def _units(root: Path) -> dict[str, list[Path]]:
+    """The archive's parts: each run directory (one holding ``.hydra/``) with its sibling ``<name>.log`` is one,
+    named by its path (``study__seed1__delrec``); the files outside run directories (the tables) are ``tables``."""
+    runs = sorted(p.parent for p in root.rglob(".hydra") if p.is_dir())
+    units: dict[str, list[Path]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        owner = next((r for r in runs if r in path.parents or path == r.parent / f"{r.name}.log"), None)
+        units.setdefault("__".join(owner.relative_to(root).parts) if owner else "tables", []).append(path)
+    return units
 
 
 def archive(root: Path, max_mb: float) -> None:
-    """Pack the runs under ``root`` into ``ARCHIVE``: every file but run markers (``.rdrec-run.json``: the next
-    machine's runs claim their directories afresh), staging files and files over ``max_mb`` MB. A finished run
-    (it has ``metrics.json``) needs its weights, not its optimiser: its checkpoints are packed without optimiser
-    state, and its ``last.ckpt`` is left out where an ``epoch*.ckpt`` holds the weights it is read by (the SR
-    teachers). An unfinished run keeps its ``last.ckpt`` whole, to resume exactly. Stop the study first: a run
-    writing while it is packed may be caught between two of its files."""
+    """Pack the runs under ``root`` into ``ARCHIVE/<run>.tar.gz``, one archive per run: every file but run markers
+    (``.rdrec-run.json``: the next machine's runs claim their directories afresh), staging files and files over
+    ``max_mb`` MB. A finished run (it has ``metrics.json``) needs its weights, not its optimiser: its checkpoints
+    are packed without optimiser state, and its ``last.ckpt`` is left out where an ``epoch*.ckpt`` holds the weights
+    it is read by (the SR teachers). An unfinished run keeps its ``last.ckpt`` whole, to resume exactly. The
+    archives are byte-for-byte reproducible, so a run that did not change since the last ``--archive`` gives the
+    same file and git stores nothing new for it. Runs may go on while this packs: checkpoints and results are
+    replaced whole (renamed into place) and the evaluation journal only grows, so what is packed is always a state
+    a run can resume from."""
     import io
 
     import torch
@@ -201,22 +216,24 @@ def archive(root: Path, max_mb: float) -> None:
     from rdrec.utils.checkpoints import load_checkpoint
     from rdrec.utils.rundir import MARKER
 
-    files, slim, left_out = [], {}, []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.name == MARKER or ".staging." in path.name or path.name.endswith(".tmp"):
-            continue
-        run_dir = path.parent.parent
-        if path.suffix == ".ckpt" and path.parent.name == "checkpoints" and (run_dir / "metrics.json").is_file():
-            if path.name == "last.ckpt" and any(path.parent.glob("epoch*.ckpt")):
+    left_out, sizes = [], []
+    for unit, paths in _units(root).items():
+        files, slim = [], {}
+        for path in paths:
+            if path.name == MARKER or ".staging." in path.name or path.name.endswith(".tmp"):
                 continue
-            state = {k: v for k, v in load_checkpoint(path).items() if k not in ("optimizer_states", "lr_schedulers")}
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            slim[str(path.relative_to(root))] = buffer.getvalue()
-            continue
-        (left_out if path.stat().st_size > max_mb * 1e6 else files).append(path)
-    atomic_tar(ARCHIVE, root, files, slim)
-    print(f"{len(files) + len(slim)} files of {root} -> {ARCHIVE} ({ARCHIVE.stat().st_size / 1e6:.1f} MB)")
+            run_dir = path.parent.parent
+            if path.suffix == ".ckpt" and path.parent.name == "checkpoints" and (run_dir / "metrics.json").is_file():
+                if path.name == "last.ckpt" and any(path.parent.glob("epoch*.ckpt")):
+                    continue
+                state = {k: v for k, v in load_checkpoint(path).items() if k not in ("optimizer_states", "lr_schedulers")}
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                slim[str(path.relative_to(root))] = buffer.getvalue()
+                continue
+            (left_out if path.stat().st_size > max_mb * 1e6 else files).append(path)
+        sizes.append(atomic_tar(ARCHIVE / f"{unit}.tar.gz", root, files, slim).stat().st_size)
+    print(f"{len(sizes)} runs of {root} -> {ARCHIVE}/ ({sum(sizes) / 1e6:.1f} MB)")
     for path in left_out:
         print(f"  left out ({path.stat().st_size / 1e6:.0f} MB): {path.relative_to(root)}")
 
@@ -224,9 +241,11 @@ def archive(root: Path, max_mb: float) -> None:
 def restore(root: Path) -> None:
     from rdrec.utils.atomic import extract_missing
 
-    if not ARCHIVE.is_file():
-        raise SystemExit(f"run.py --restore: no archive at {ARCHIVE}")
-    print(f"restored {len(extract_missing(ARCHIVE, root))} files of {ARCHIVE} into {root}")
+    parts = sorted(ARCHIVE.glob("*.tar.gz"))
+    if not parts:
+        raise SystemExit(f"run.py --restore: no archives in {ARCHIVE}")
+    print(f"restored {sum(len(extract_missing(p, root)) for p in parts)} files of {len(parts)} archives in "
+          f"{ARCHIVE} into {root}")
 
 
 def _list_size(list_opts: list[str]) -> int:

@@ -139,17 +139,24 @@ def atomic_write_bytes(final: str | Path, data: bytes) -> Path:
 
 def atomic_tar(final: str | Path, base: str | Path, files: list[Path], contents: dict[str, bytes] | None = None) -> Path:
     """Write the tar.gz ``final`` holding ``files`` (named relative to ``base``) and ``contents`` (name → bytes:
-    members made in memory), whole or not at all."""
+    members made in memory, dated 0), whole or not at all. Equal inputs give equal bytes (no time or temporary name
+    in the gzip header, owners left out), so an archive rewritten from unchanged files is unchanged in git."""
+    import gzip
     import io
     import tarfile
-    import time
 
-    with atomic_file(final, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+    def anonymous(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with atomic_file(final, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for path in files:
-            tar.add(path, arcname=str(Path(path).relative_to(base)))
+            tar.add(path, arcname=str(Path(path).relative_to(base)), filter=anonymous)
         for name, data in (contents or {}).items():
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     return Path(final)
 
