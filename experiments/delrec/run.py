@@ -59,15 +59,17 @@ VARIANTS = {
 
 
 def run(args: list[str], log: Path, skip_if: Path) -> dict:
-    """One rdrec-train process; returns its wall time and peak RSS. Skipped when ``skip_if`` (the run's
+    """One rdrec-train process; returns its wall time and peak RSS, also kept in the run's ``cost.json`` so a later
+    invocation that skips the run still tabulates them. Skipped when ``skip_if`` (the run's
     ``metrics.json``, written when it finished) exists; a run that was killed part-way (its directory holds
     ``checkpoints/last.ckpt``, saved during epochs too) is continued with ``rdrec-train resume=<run dir>``
     (rdrec/cli/resume.py), not started again; its log gets the continuation appended.
     (Start the script itself with ``nice`` on a shared machine: its runs inherit the priority.)"""
+    run_dir, cost_file = skip_if.parent, skip_if.parent / "cost.json"
     if skip_if.exists():
-        print(f"  done already: {skip_if.parent}", flush=True)
-        return {}
-    run_dir, resumed = skip_if.parent, (skip_if.parent / "checkpoints" / "last.ckpt").is_file()
+        print(f"  done already: {run_dir}", flush=True)
+        return json.loads(cost_file.read_text()) if cost_file.is_file() else {}
+    resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if resumed:
         args = [f"resume={run_dir}"]
     cmd = [str(BIN / "rdrec-train"), *args]
@@ -80,8 +82,14 @@ def run(args: list[str], log: Path, skip_if: Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise SystemExit(f"failed ({status}); see {log}")
-    return {"wall_seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
-            **({"resumed": True} if resumed else {})}  # a resumed run's wall time is its last part only
+    cost = {"wall_seconds": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
+            **({"resumed": True} if resumed else {})}  # a resumed run's wall time and peak are its last part's
+    if skip_if.exists():  # (a run that failed without an exit status has no result to keep it beside)
+        from rdrec.utils.atomic import atomic_file
+
+        with atomic_file(cost_file, "w") as f:
+            json.dump(cost, f)
+    return cost
 
 
 def sr_run(work: Path, model: str, seed: int, epochs: int) -> Path:
