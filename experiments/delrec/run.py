@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "experiments" / "delrec" / "work" / "cmp")
     parser.add_argument("--sr-dir", type=Path, default=None, help="where SR runs live (default: <work>/..)")
     parser.add_argument("--archive", action="store_true", help=f"pack the runs into {ARCHIVE.relative_to(ROOT)}; run nothing")
-    parser.add_argument("--archive-max-mb", type=float, default=10.0, help="leave larger files out of the archive (an unfinished stage 2's last.ckpt is ~9 MB)")
+    parser.add_argument("--archive-max-mb", type=float, default=4.0, help="leave larger files out of the archive (git holds no file over 5 MB: an unfinished stage 2's ~9 MB last.ckpt stays out, so that stage restarts)")
     parser.add_argument("--restore", action="store_true", help=f"unpack {ARCHIVE.relative_to(ROOT)}; run nothing")
     parser.add_argument("extra", nargs="*", help="more rdrec-train overrides for every LLM run")
     args = parser.parse_args()
