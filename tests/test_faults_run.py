@@ -22,6 +22,7 @@ from rdrec.errors import DataError
 from rdrec.utils.resolvers import ROOT_DIR
 
 KILL_ENV = "RDREC_TEST_KILL_AT_STEP"
+KILL_TEST_ENV = "RDREC_TEST_KILL_AT_TEST"
 # a tiny SASRec on the synthetic data: 4 training batches per epoch, 3 epochs
 TINY = ["data=synthetic", "seqrec.hidden_size=16", "seqrec.inner_size=32", "seqrec.num_layers=1",
         "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=csv"]
@@ -37,6 +38,14 @@ class KillAt(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class KillAtTest(pl.Callback):
+    """kill -9 of its own process as testing starts (inactive when ``$RDREC_TEST_KILL_AT_TEST`` is unset)."""
+
+    def on_test_start(self, trainer, pl_module):
+        if os.environ.get(KILL_TEST_ENV):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Payload:
     """Unpickling this writes ``path``: what a crafted checkpoint would do with a real payload."""
 
@@ -48,7 +57,7 @@ class Payload:
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_ENV, KILL_TEST_ENV)}
     env.update({"WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra})
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT_DIR), *filter(None, [env.get("PYTHONPATH")])])
     return env
@@ -343,3 +352,40 @@ def test_kill_9_at_a_random_batch_then_resume_gives_the_uninterrupted_metrics(tm
         assert json.loads((run / "metrics.json").read_text()) == expected, f"killed at step {step}"
         # it continued in its own directory, from its own best-so-far state
         assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) == 1
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_testing_resumes_from_checkpoints_without_adams_moments(tmp_path):
+    """What lets experiments/delrec/run.py --archive carry a trained, half-tested stage 2 within the size cap: a
+    checkpoint written after the last optimiser step (``training_done``) resumes to the same metrics with each
+    optimiser's per-parameter state emptied; a checkpoint from inside training is not taken for done."""
+    from rdrec.utils.checkpoints import load_checkpoint, training_done, without_optimizer_moments
+
+    common = [*TINY, f"paths.data_dir={tmp_path / 'data'}", "+trainer.limit_val_batches=0",
+              "callbacks.model_checkpoint.monitor=null", "callbacks.early_stopping=null",
+              "callbacks.resume_checkpoints.every_n_train_steps=2", "+callbacks.kill._target_=tests.test_faults_run.KillAt",
+              "+callbacks.kill_test._target_=tests.test_faults_run.KillAtTest"]
+    expected = reference_metrics(common, tmp_path)
+
+    mid = tmp_path / "killed_training"
+    killed = _train([*common, f"hydra.run.dir={mid}"], tmp_path, **{KILL_ENV: "7"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not training_done(load_checkpoint(mid / "checkpoints" / "last.ckpt"), max_epochs=3)
+
+    run = tmp_path / "killed_testing"
+    killed = _train([*common, f"hydra.run.dir={run}"], tmp_path, **{KILL_TEST_ENV: "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run / "metrics.json").exists()
+    checkpoints = sorted((run / "checkpoints").glob("*.ckpt"))
+    assert checkpoints
+    for path in checkpoints:
+        state = load_checkpoint(path)
+        assert training_done(state, max_epochs=3) and any(opt["state"] for opt in state["optimizer_states"])
+        slim = without_optimizer_moments(state)
+        assert [opt["param_groups"] for opt in slim["optimizer_states"]] == \
+            [opt["param_groups"] for opt in state["optimizer_states"]]
+        assert not any(opt["state"] for opt in slim["optimizer_states"])
+        torch.save(slim, path)
+    resumed = _train([f"resume={run}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text()) == expected

@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "experiments" / "delrec" / "work" / "cmp")
     parser.add_argument("--sr-dir", type=Path, default=None, help="where SR runs live (default: <work>/..)")
     parser.add_argument("--archive", action="store_true", help=f"pack the runs into {ARCHIVE.relative_to(ROOT)}; run nothing")
-    parser.add_argument("--archive-max-mb", type=float, default=4.0, help="leave larger files out of the archive (git holds no file over 5 MB: an unfinished stage 2's ~9 MB last.ckpt stays out, so that stage restarts)")
+    parser.add_argument("--archive-max-mb", type=float, default=4.0, help="leave larger files out of the archive (git holds no file over 5 MB: a stage 2 stopped mid-training keeps its ~9 MB last.ckpt out and restarts; one stopped while testing is packed without Adam moments)")
     parser.add_argument("--restore", action="store_true", help=f"unpack {ARCHIVE.relative_to(ROOT)}; run nothing")
     parser.add_argument("extra", nargs="*", help="more rdrec-train overrides for every LLM run")
     args = parser.parse_args()
@@ -211,7 +211,9 @@ def archive(root: Path, max_mb: float) -> None:
     (``.rdrec-run.json``: the next machine's runs claim their directories afresh), staging files and files over
     ``max_mb`` MB. A finished run (it has ``metrics.json``) needs its weights, not its optimiser: its checkpoints
     are packed without optimiser state, and its ``last.ckpt`` is left out where an ``epoch*.ckpt`` holds the weights
-    it is read by (the SR teachers). An unfinished run keeps its ``last.ckpt`` whole, to resume exactly. The
+    it is read by (the SR teachers). An unfinished run keeps its ``last.ckpt`` whole, to resume exactly, except
+    one trained through and stopped while testing (``training_done``): its checkpoints are packed without Adam's
+    moments (a finished stage 2 then fits the cap, ~3 MB instead of ~9) and it resumes to test only. The
     archives are byte-for-byte reproducible, so a run that did not change since the last ``--archive`` gives the
     same file and git stores nothing new for it. Runs may go on while this packs: checkpoints and results are
     replaced whole (renamed into place) and the evaluation journal only grows, so what is packed is always a state
@@ -221,7 +223,7 @@ def archive(root: Path, max_mb: float) -> None:
     import torch
 
     from rdrec.utils.atomic import atomic_tar
-    from rdrec.utils.checkpoints import load_checkpoint
+    from rdrec.utils.checkpoints import load_checkpoint, training_done, without_optimizer_moments
     from rdrec.utils.rundir import MARKER
 
     left_out, sizes = [], []
@@ -231,19 +233,40 @@ def archive(root: Path, max_mb: float) -> None:
             if path.name == MARKER or ".staging." in path.name or path.name.endswith(".tmp"):
                 continue
             run_dir = path.parent.parent
-            if path.suffix == ".ckpt" and path.parent.name == "checkpoints" and (run_dir / "metrics.json").is_file():
-                if path.name == "last.ckpt" and any(path.parent.glob("epoch*.ckpt")):
+            if path.suffix == ".ckpt" and path.parent.name == "checkpoints":
+                state = None
+                if (run_dir / "metrics.json").is_file():
+                    if path.name == "last.ckpt" and any(path.parent.glob("epoch*.ckpt")):
+                        continue
+                    state = {k: v for k, v in load_checkpoint(path).items()
+                             if k not in ("optimizer_states", "lr_schedulers")}
+                else:  # trained through, not yet tested: it resumes to test only, so Adam's moments are not needed
+                    limits = _trainer_limits(run_dir)
+                    if limits is not None:
+                        state = load_checkpoint(path)
+                        state = without_optimizer_moments(state) if training_done(state, *limits) else None
+                if state is not None:
+                    buffer = io.BytesIO()
+                    torch.save(state, buffer)
+                    slim[str(path.relative_to(root))] = buffer.getvalue()
                     continue
-                state = {k: v for k, v in load_checkpoint(path).items() if k not in ("optimizer_states", "lr_schedulers")}
-                buffer = io.BytesIO()
-                torch.save(state, buffer)
-                slim[str(path.relative_to(root))] = buffer.getvalue()
-                continue
             (left_out if path.stat().st_size > max_mb * 1e6 else files).append(path)
         sizes.append(atomic_tar(ARCHIVE / f"{unit}.tar.gz", root, files, slim).stat().st_size)
     print(f"{len(sizes)} runs of {root} -> {ARCHIVE}/ ({sum(sizes) / 1e6:.1f} MB)")
     for path in left_out:
         print(f"  left out ({path.stat().st_size / 1e6:.0f} MB): {path.relative_to(root)}")
+
+
+def _trainer_limits(run_dir: Path) -> tuple[int, int] | None:
+    """``(trainer.max_epochs, trainer.max_steps)`` from a run's saved config; None where they are not plain numbers."""
+    from omegaconf import OmegaConf
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return None
+    trainer = OmegaConf.to_container(OmegaConf.load(saved), resolve=False).get("trainer") or {}
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    return (epochs, steps) if isinstance(epochs, int) and isinstance(steps, int) else None
 
 
 def restore(root: Path) -> None:

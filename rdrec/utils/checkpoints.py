@@ -63,3 +63,26 @@ def _first_global(message: str) -> str:
         if "Unsupported global:" in line:
             return line.split("Unsupported global:", 1)[1].split(" was not")[0].strip().removeprefix("GLOBAL ")
     return ""
+
+
+def training_done(checkpoint: dict, max_epochs: int | None, max_steps: int = -1) -> bool:
+    """True when a Lightning checkpoint was written after its run's last optimiser step: Lightning's own stopping
+    rule (``FitLoop.done``: the epochs processed reached ``max_epochs``, or ``max_steps`` was reached), read from the
+    checkpoint's loop state. A run resumed from it only tests. Conservative: a checkpoint written at a validation's
+    end (before Lightning counts the epoch as processed) or before an early stop reads as not done."""
+    try:
+        epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        steps = checkpoint["global_step"]
+    except (KeyError, TypeError):
+        return False
+    return (max_steps is not None and max_steps >= 0 and steps >= max_steps) or (
+        isinstance(max_epochs, int) and max_epochs >= 0 and epochs >= max_epochs)
+
+
+def without_optimizer_moments(checkpoint: dict) -> dict:
+    """``checkpoint`` with each optimiser's per-parameter state (Adam's moments: twice the trained weights) emptied
+    and its parameter groups kept: still a checkpoint Lightning resumes from, exact when no optimiser step follows
+    (``training_done``)."""
+    slim = dict(checkpoint)
+    slim["optimizer_states"] = [{**opt, "state": {}} for opt in checkpoint.get("optimizer_states", [])]
+    return slim
