@@ -388,7 +388,10 @@ PAIRED_AGAINST = ("random (expected)", "popularity", "sr_alone (SASRec)", "no_st
 def paired_lines(frame: pd.DataFrame) -> list[str]:
     """Paired differences over the same users (per seed): each LLM row minus each comparison row, in per-user
     NDCG@5 and HR@1, with the paired standard error and a two-sided normal-approximation p-value. Against
-    "random (expected)" the comparison is each user's expectation under a random order (a one-sample test)."""
+    "random (expected)" the comparison is each user's expectation under a random order (a one-sample test). Each
+    pair of LLM rows once. Where a pair has several seeds, a last row pools them with the user as the unit: each
+    user's difference averaged over the seeds, then the same test over the users (the seeds share the users, so
+    their differences are not independent draws)."""
     import math
 
     import numpy as np
@@ -397,12 +400,18 @@ def paired_lines(frame: pd.DataFrame) -> list[str]:
         found = ranks_file(Path(run))
         return pd.read_csv(found).set_index("user")["rank"] if found else None
 
+    def cell(d) -> str:
+        se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+        p = math.erfc(abs(d.mean() / se) / math.sqrt(2)) if se and se > 0 else float("nan")
+        return f"{d.mean():+.4f} ± {se:.4f} (p {p:.3g})"
+
     out = []
     llm = [v for v in dict.fromkeys(frame["variant"]) if v not in REFERENCES]
     for variant in llm:
         for other in PAIRED_AGAINST:
-            if other == variant:
-                continue
+            if other == variant or (other in llm and llm.index(other) < llm.index(variant)):
+                continue  # each pair of LLM rows once
+            per_seed = []
             for seed in sorted(set(frame["seed"])):
                 a = frame[(frame["variant"] == variant) & (frame["seed"] == seed)]
                 b = frame[(frame["variant"] == other) & (frame["seed"] == seed)]
@@ -418,15 +427,18 @@ def paired_lines(frame: pd.DataFrame) -> list[str]:
                 if ra is None or rb is None:
                     continue
                 users = ra.index.intersection(rb.index)
-                ra, rb = ra.loc[users].to_numpy(float), rb.loc[users].to_numpy(float)
-                cells = []
-                for name, f in (("ndcg@5", lambda r: np.where(r <= 5, 1 / np.log2(r + 1), 0.0)),
-                                ("hr@1", lambda r: (r <= 1).astype(float))):
-                    d = f(ra) - (fixed[name] if fixed else f(rb))
-                    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-                    p = math.erfc(abs(d.mean() / se) / math.sqrt(2)) if se and se > 0 else float("nan")
-                    cells.append(f"{d.mean():+.4f} ± {se:.4f} (p {p:.3g})")
-                out.append(f"| {variant} − {other} | {seed} | {len(users)} | " + " | ".join(cells) + " |")
+                xa, xb = ra.loc[users].to_numpy(float), rb.loc[users].to_numpy(float)
+                diffs = pd.DataFrame({name: f(xa) - (fixed[name] if fixed else f(xb)) for name, f in (
+                    ("ndcg@5", lambda r: np.where(r <= 5, 1 / np.log2(r + 1), 0.0)),
+                    ("hr@1", lambda r: (r <= 1).astype(float)))}, index=users)
+                per_seed.append((seed, diffs))
+                out.append(f"| {variant} − {other} | {seed} | {len(users)} | "
+                           + " | ".join(cell(diffs[m].to_numpy()) for m in diffs) + " |")
+            if len(per_seed) > 1:
+                pooled = pd.concat([d for _, d in per_seed]).groupby(level=0).mean()
+                seeds = ", ".join(str(seed) for seed, _ in per_seed)
+                out.append(f"| {variant} − {other} | {seeds} (per-user mean) | {len(pooled)} | "
+                           + " | ".join(cell(pooled[m].to_numpy()) for m in pooled) + " |")
     if not out:
         return []
     return ["", "Paired differences over the same users (mean ± paired standard error, two-sided normal p):", "",
