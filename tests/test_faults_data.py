@@ -272,6 +272,35 @@ def test_an_archive_is_written_whole_and_restoring_keeps_what_is_newer(tmp_path)
     assert not (tmp_path / "outside.json").exists()
 
 
+def test_an_archive_stores_equal_members_once_and_restores_each_as_its_own_file(tmp_path):
+    """A run's last.ckpt and the epoch checkpoint written at the same moment: stored once (a hard link in the
+    tar), unpacked as two files with the archived bytes, even where the linked name is newer on disk."""
+    import tarfile
+
+    from rdrec.utils.atomic import atomic_tar, extract_missing
+
+    runs = tmp_path / "runs"
+    (runs / "checkpoints").mkdir(parents=True)
+    weights = bytes(range(256)) * 4000
+    (runs / "checkpoints" / "epoch000.ckpt").write_bytes(weights)
+    archive = atomic_tar(tmp_path / "a.tar.gz", runs, [runs / "checkpoints" / "epoch000.ckpt"],
+                         {"checkpoints/last.ckpt": weights, "metrics.csv": b"step"})
+    with tarfile.open(archive) as tar:
+        assert [(m.name, m.islnk()) for m in tar.getmembers()] == [
+            ("checkpoints/epoch000.ckpt", False), ("checkpoints/last.ckpt", True), ("metrics.csv", False)]
+    assert archive.stat().st_size < len(weights) * 1.5  # the weights once, not twice
+    fresh = tmp_path / "fresh"
+    assert sorted(extract_missing(archive, fresh)) == ["checkpoints/epoch000.ckpt", "checkpoints/last.ckpt",
+                                                      "metrics.csv"]
+    assert (fresh / "checkpoints" / "last.ckpt").read_bytes() == weights
+    assert (fresh / "checkpoints" / "last.ckpt").stat().st_nlink == 1
+    newer = tmp_path / "newer"
+    (newer / "checkpoints").mkdir(parents=True)
+    (newer / "checkpoints" / "epoch000.ckpt").write_bytes(b"trained on since")
+    assert sorted(extract_missing(archive, newer)) == ["checkpoints/last.ckpt", "metrics.csv"]
+    assert (newer / "checkpoints" / "last.ckpt").read_bytes() == weights
+
+
 WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|\bopen\([^)]*[\"']w|\.to_csv\(|\.to_parquet\(|savefig\(|"
                    r"torch\.save\(|np\.savez?\(|save_to_disk\(|save_pretrained\(")
 # a write is fine where its target lies in a staging dir (atomic_dir: `tmp`, `stage`) or is a file object that

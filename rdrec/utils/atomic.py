@@ -140,8 +140,11 @@ def atomic_write_bytes(final: str | Path, data: bytes) -> Path:
 def atomic_tar(final: str | Path, base: str | Path, files: list[Path], contents: dict[str, bytes] | None = None) -> Path:
     """Write the tar.gz ``final`` holding ``files`` (named relative to ``base``) and ``contents`` (name → bytes:
     members made in memory, dated 0), whole or not at all. Equal inputs give equal bytes (no time or temporary name
-    in the gzip header, owners left out), so an archive rewritten from unchanged files is unchanged in git."""
+    in the gzip header, owners left out), so an archive rewritten from unchanged files is unchanged in git. A member
+    whose bytes equal an earlier one's is stored as a hard link to it (a run's ``last.ckpt`` and the epoch checkpoint
+    written at the same moment are stored once)."""
     import gzip
+    import hashlib
     import io
     import tarfile
 
@@ -150,27 +153,47 @@ def atomic_tar(final: str | Path, base: str | Path, files: list[Path], contents:
         info.uname = info.gname = ""
         return info
 
+    seen: dict[bytes, str] = {}
+
+    def add(tar: tarfile.TarFile, info: tarfile.TarInfo, data: bytes) -> None:
+        digest = hashlib.sha256(data).digest()
+        if digest in seen:
+            info.type, info.linkname, info.size = tarfile.LNKTYPE, seen[digest], 0
+            tar.addfile(info)
+        else:
+            seen[digest] = info.name
+            tar.addfile(info, io.BytesIO(data))
+
     with atomic_file(final, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
         for path in files:
-            tar.add(path, arcname=str(Path(path).relative_to(base)), filter=anonymous)
+            data = Path(path).read_bytes()
+            info = anonymous(tar.gettarinfo(path, arcname=str(Path(path).relative_to(base))))
+            info.size = len(data)  # what was read, should the file grow meanwhile (an evaluation journal)
+            add(tar, info, data)
         for name, data in (contents or {}).items():
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+            add(tar, info, data)
     return Path(final)
 
 
 def extract_missing(archive: str | Path, into: str | Path) -> list[str]:
     """Unpack the tar ``archive`` into ``into``, keeping every file that is there already (what a run wrote since
-    the archive was made is newer); returns the names unpacked. Names that would leave ``into`` are refused."""
+    the archive was made is newer); returns the names unpacked. Names that would leave ``into`` are refused. A
+    member stored as a hard link (``atomic_tar``) is unpacked as a copy of the bytes it names in the archive, never
+    linked to a file on disk (which may be newer)."""
     import tarfile
 
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if not (into / m.name).exists()]
-        tar.extractall(into, members=members, filter="data")
+        tar.extractall(into, members=[m for m in members if not m.islnk()], filter="data")
+        for member in (m for m in members if m.islnk()):
+            tarfile.data_filter(member, str(into))  # refuses a name or link that leaves ``into``
+            with tar.extractfile(member) as src, atomic_file(into / member.name, "wb") as dst:
+                dst.write(src.read())
     return [m.name for m in members]
 
 
