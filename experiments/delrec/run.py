@@ -69,6 +69,9 @@ def run(args: list[str], log: Path, skip_if: Path) -> dict:
     if skip_if.exists():
         print(f"  done already: {run_dir}", flush=True)
         return json.loads(cost_file.read_text()) if cost_file.is_file() else {}
+    if TABLE_ONLY:
+        print(f"  not finished, left out of the table: {run_dir}", flush=True)
+        return None
     resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()
     if resumed:
         args = [f"resume={run_dir}"]
@@ -129,11 +132,15 @@ def main() -> None:
     parser.add_argument("--archive", action="store_true", help=f"pack the runs into {ARCHIVE.relative_to(ROOT)}; run nothing")
     parser.add_argument("--archive-max-mb", type=float, default=4.0, help="leave larger files out of the archive (git holds no file over 5 MB: a stage 2 stopped mid-training keeps its ~9 MB last.ckpt out and restarts; one stopped while testing is packed without Adam moments)")
     parser.add_argument("--restore", action="store_true", help=f"unpack {ARCHIVE.relative_to(ROOT)}; run nothing")
+    parser.add_argument("--table", action="store_true",
+                        help="write results.md from the finished runs among --seeds x --variants; run nothing")
     parser.add_argument("extra", nargs="*", help="more rdrec-train overrides for every LLM run")
     args = parser.parse_args()
     work, sr_root = args.work.resolve(), (args.sr_dir or args.work.parent).resolve()
     if args.archive or args.restore:
         return archive(sr_root, args.archive_max_mb) if args.archive else restore(sr_root)
+    global TABLE_ONLY
+    TABLE_ONLY = args.table
     eval_users = args.eval_users if args.eval_users is not None else _eval_users(args.experiment)
     subset = [f"data.eval_users={eval_users or 'null'}"]
     list_opts = [e for e in args.extra if e.startswith(("delrec.num_candidates=", "delrec.n_sr="))]
@@ -151,12 +158,14 @@ def main() -> None:
         cost = run(["experiment=delrec_sr_eval", "seqrec=sasrec", *lists, *subset, *list_opts,
                     f"delrec.sr_run={sasrec}", f"ckpt_path={best_ckpt(sasrec)}", "trainer.enable_progress_bar=false",
                     f"hydra.run.dir={out}"], out.with_suffix(".log"), out / "metrics.json")
-        rows.append(_row("sr_alone (SASRec)", seed, out, None, cost))
         pop = work / f"seed{seed}" / "popularity"
-        run(["experiment=delrec_pop_eval", *lists, *subset, *list_opts, f"delrec.sr_run={sasrec}",
-             "trainer.enable_progress_bar=false", f"hydra.run.dir={pop}"], pop.with_suffix(".log"), pop / "metrics.json")
-        rows.append(_row("popularity", seed, pop, None, {}))
-        rows += reference_rows(seed, out, sasrec, _list_size(list_opts))
+        pop_cost = run(["experiment=delrec_pop_eval", *lists, *subset, *list_opts, f"delrec.sr_run={sasrec}",
+                        "trainer.enable_progress_bar=false", f"hydra.run.dir={pop}"], pop.with_suffix(".log"),
+                       pop / "metrics.json")
+        if cost is not None and pop_cost is not None:
+            rows.append(_row("sr_alone (SASRec)", seed, out, None, cost))
+            rows.append(_row("popularity", seed, pop, None, {}))
+            rows += reference_rows(seed, out, sasrec, _list_size(list_opts))
         _write(work, rows)
 
         stage1_runs: dict[str, Path] = {}
@@ -178,7 +187,7 @@ def main() -> None:
                     s1 = work / f"seed{seed}" / f"stage1_{owner}"
                     opts = [f"strategy.tasks={v}" if k == "tasks" else f"{k}={v}" for k, v in s1_opts.items()]
                     s1_cost = run([*common, "strategy=delrec_stage1", *lists, f"delrec.sr_run={teacher}", *opts,
-                                   f"hydra.run.dir={s1}"], s1.with_suffix(".log"), s1 / "metrics.json")
+                                   f"hydra.run.dir={s1}"], s1.with_suffix(".log"), s1 / "metrics.json") or {}
                     stage1_runs[key] = s1
             out = work / f"seed{seed}" / variant
             s2_args = [*common, "strategy=delrec", *lists, f"delrec.sr_run={teacher}"]
@@ -186,13 +195,15 @@ def main() -> None:
                 s2_args.append(f"delrec.stage1_run={s1}")
             s2_args += [f"{k}={v}" for k, v in s2_opts.items()] + [f"hydra.run.dir={out}"]
             cost = run(s2_args, out.with_suffix(".log"), out / "metrics.json")
-            rows.append(_row(variant, seed, out, s1, cost, s1_cost))
+            if cost is not None:
+                rows.append(_row(variant, seed, out, s1, cost, s1_cost))
             _write(work, rows)
     _write(work, rows)
     print((work / "results.md").read_text())
 
 
 ARCHIVE = ROOT / "experiments" / "delrec" / "results" / "study_runs"
+TABLE_ONLY = False  # --table: run() starts nothing and reports a run without metrics.json as not finished
 
 
 def _units(root: Path) -> dict[str, list[Path]]:
