@@ -358,7 +358,9 @@ def test_kill_9_at_a_random_batch_then_resume_gives_the_uninterrupted_metrics(tm
 def test_a_run_killed_while_testing_resumes_from_checkpoints_without_adams_moments(tmp_path):
     """What lets experiments/delrec/run.py --archive carry a trained, half-tested stage 2 within the size cap: a
     checkpoint written after the last optimiser step (``training_done``) resumes to the same metrics with each
-    optimiser's per-parameter state emptied; a checkpoint from inside training is not taken for done."""
+    optimiser's per-parameter state emptied, from another directory than the one it ran in (an archive unpacked in
+    another checkout: Lightning's restored ``best_model_path`` names the old one); a checkpoint from inside training
+    is not taken for done."""
     from rdrec.utils.checkpoints import load_checkpoint, training_done, without_optimizer_moments
 
     common = [*TINY, f"paths.data_dir={tmp_path / 'data'}", "+trainer.limit_val_batches=0",
@@ -386,6 +388,7 @@ def test_a_run_killed_while_testing_resumes_from_checkpoints_without_adams_momen
             [opt["param_groups"] for opt in state["optimizer_states"]]
         assert not any(opt["state"] for opt in slim["optimizer_states"])
         torch.save(slim, path)
-    resumed = _train([f"resume={run}"], tmp_path)
+    moved = run.rename(tmp_path / "unpacked_elsewhere")
+    resumed = _train([f"resume={moved}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads((run / "metrics.json").read_text()) == expected
+    assert json.loads((moved / "metrics.json").read_text()) == expected

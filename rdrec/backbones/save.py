@@ -15,7 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from rdrec.utils.atomic import atomic_dir
-from rdrec.utils.checkpoints import load_checkpoint
+from rdrec.utils.checkpoints import best_model_path, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class SaveBackbone(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        best = trainer.checkpoint_callback.best_model_path if (self.use_best and trainer.checkpoint_callback) else ""
+        best = best_model_path(trainer) if self.use_best else ""
         current = None
         if best:
             state = load_checkpoint(best)["state_dict"]

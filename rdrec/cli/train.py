@@ -18,7 +18,7 @@ from rdrec.utils.report import metrics_table, write_metrics
 from rdrec.cli import resume
 from rdrec.cli.checks import check_config, check_data_sizes
 from rdrec.cli.errors import report_data_errors
-from rdrec.utils.checkpoints import load_checkpoint
+from rdrec.utils.checkpoints import best_model_path, load_checkpoint
 from rdrec.utils.resolvers import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if cfg.train and trainer.checkpoint_callback else ""
+        best = best_model_path(trainer) if cfg.train else ""
         ckpt = best or (None if cfg.train else cfg.ckpt_path)
         if cfg.train and _best_is_what_fit_last_validated(trainer, module):
             log.info("the best checkpoint holds the final weights, validated at the end of fit: not validating again")
@@ -74,7 +74,7 @@ def _best_is_what_fit_last_validated(trainer: pl.Trainer, module: pl.LightningMo
     """True when the best checkpoint was saved at fit's final step, right after the last validation: its
     validation metrics are already in ``module.eval_results``, and a second pass (costly for beam search and LLM
     scoring) would only repeat them."""
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best_model_path(trainer)
     step = getattr(module, "validated_at_step", None)
     if not best or not Path(best).is_file() or step is None or step != trainer.global_step:
         return False  # (a sharded checkpoint is a directory: validate as usual)

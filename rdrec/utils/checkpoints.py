@@ -86,3 +86,17 @@ def without_optimizer_moments(checkpoint: dict) -> dict:
     slim = dict(checkpoint)
     slim["optimizer_states"] = [{**opt, "state": {}} for opt in checkpoint.get("optimizer_states", [])]
     return slim
+
+
+def best_model_path(trainer) -> str:
+    """The path of ``trainer``'s best checkpoint ("" when none was kept). A resumed run restores Lightning's
+    ``best_model_path`` as it was written, absolute; when the run directory has moved since (an archive unpacked in
+    another checkout, a renamed run) that path is gone, and the file of the same name in the run's own checkpoint
+    directory is the one meant."""
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback is not None else ""
+    if best and not Path(best).exists() and getattr(callback, "dirpath", None):
+        here = Path(callback.dirpath) / Path(best).name
+        if here.exists():
+            return str(here)
+    return best
