@@ -350,14 +350,20 @@ def _row(variant: str, seed: int, out: Path, stage1: Path | None, cost: dict, s1
     row.update({m: metrics.get(f"test/delrec/{m}") for m in METRICS})
     if variant not in REFERENCES:  # (the reference rows train no LLM: no stage-2 cost)
         row["stage2_seconds_per_step"] = step_seconds(out)
-        row["stage2_peak_rss_mb"] = cost.get("peak_rss_mb")
-        row["stage2_wall_seconds"] = cost.get("wall_seconds")
+        row["stage2_peak_rss_mb"], row["stage2_wall_seconds"] = _whole_run(cost)
     if stage1 is not None:
         row["stage1_run"] = str(stage1)
         row["stage1_seconds_per_step"] = step_seconds(stage1)
-        row["stage1_peak_rss_mb"] = (s1_cost or {}).get("peak_rss_mb")
-        row["stage1_wall_seconds"] = (s1_cost or {}).get("wall_seconds")
+        row["stage1_peak_rss_mb"], row["stage1_wall_seconds"] = _whole_run(s1_cost)
     return row
+
+
+def _whole_run(cost: dict | None) -> tuple[float | None, float | None]:
+    """Peak RSS and wall time of a run made by one process; a resumed run's ``cost.json`` holds only its last
+    part's (e.g. the evaluation of a run trained before a stop), which is left out of the table's means."""
+    if not cost or cost.get("resumed"):
+        return None, None
+    return cost.get("peak_rss_mb"), cost.get("wall_seconds")
 
 
 def _write(work: Path, rows: list[dict]) -> None:
