@@ -3,6 +3,7 @@ kill -9 and resume (rdrec/utils/rundir.py, rdrec/utils/checkpoints.py, rdrec/cli
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -324,6 +325,15 @@ def test_resume_refuses_a_crafted_or_corrupt_last_checkpoint_in_one_line(tmp_pat
     assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
 
 
+TIMINGS = ("train/epoch_seconds", "train/samples_per_s", "train/seconds_per_step", "train/peak_rss_mb")
+
+
+def logged_rows(run: Path) -> list[dict]:
+    """The rows of a run's ``csv/metrics.csv`` less the timing columns."""
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in TIMINGS} for row in csv.DictReader(f)]
+
+
 def reference_metrics(args: list[str], tmp_path: Path) -> dict:
     """metrics.json of an uninterrupted ``rdrec-train`` run with ``args`` (in ``<tmp_path>/reference``)."""
     ref = _train([*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
@@ -350,8 +360,9 @@ def test_kill_9_at_a_random_batch_then_resume_gives_the_uninterrupted_metrics(tm
         resumed = _train(again, tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert json.loads((run / "metrics.json").read_text()) == expected, f"killed at step {step}"
-        # it continued in its own directory, from its own best-so-far state
+        # it continued in its own directory, from its own best-so-far state, and its own log: each row once
         assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) == 1
+        assert logged_rows(run) == logged_rows(tmp_path / "reference"), f"killed at step {step}"
 
 
 @pytest.mark.slow
@@ -392,3 +403,4 @@ def test_a_run_killed_while_testing_resumes_from_checkpoints_without_adams_momen
     resumed = _train([f"resume={moved}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((moved / "metrics.json").read_text()) == expected
+    assert logged_rows(moved) == logged_rows(tmp_path / "reference")  # the training rows logged before the kill too

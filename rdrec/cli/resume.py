@@ -202,7 +202,8 @@ def install(trainer: pl.Trainer) -> None:
 class ResumeCheckpoints(pl.Callback):
     """Writes ``<dirpath>/last.ckpt`` during an epoch too: every ``every_n_train_steps`` optimiser steps and/or
     ``every_n_minutes`` (the epoch's end is left to ModelCheckpoint, which saves ``last.ckpt`` after validating).
-    On resume, re-applies an early stop the restored EarlyStopping state had already decided."""
+    On resume, re-applies an early stop the restored EarlyStopping state had already decided, and has the loggers
+    that can (``rdrec.utils.csv_logger``) forget the rows logged after the checkpoint."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None, every_n_minutes: float | None = None):
         if every_n_train_steps is not None and int(every_n_train_steps) < 1:
@@ -220,6 +221,13 @@ class ResumeCheckpoints(pl.Callback):
         for cb in trainer.early_stopping_callbacks:
             if cb.wait_count >= cb.patience:  # the uninterrupted run stopped here
                 trainer.should_stop = True
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        # resuming: what the loggers wrote after this checkpoint is logged again as the run redoes it
+        # (rdrec.utils.csv_logger; loggers without forget_from_step keep their own behaviour)
+        for logger in trainer.loggers:
+            if hasattr(logger, "forget_from_step"):
+                logger.forget_from_step(int(checkpoint.get("global_step", 0)))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.sanity_checking or (batch_idx + 1) % trainer.accumulate_grad_batches:
