@@ -45,13 +45,15 @@ BIN = Path(sys.executable).parent
 METRICS = ("hr@1", "hr@5", "ndcg@5")
 REFERENCES = ("random (expected)", "random (seeded draw)", "popularity", "sr_alone (SASRec)", "SASRec full ranking")
 
-# variant -> (stage-1 options or None when the variant reuses another's stage 1, stage-2 options)
+# variant -> (stage-1 options, or the variant whose stage 1 it reuses, or None: no stage 1; stage-2 options)
 VARIANTS = {
     "delrec": ({"tasks": "[ta,rps]"}, {}),
     "no_ta": ({"tasks": "[rps]"}, {}),
     "no_rps": ({"tasks": "[ta]"}, {}),
     "no_stage1": (None, {"strategy.soft_prompt": "null"}),
     "no_adalora": ("delrec", {"strategy.adalora": "null", "train": "false"}),
+    # neither stage: the frozen LLM under a random frozen soft prompt (what the LLM brings by itself)
+    "frozen_llm": (None, {"strategy.soft_prompt": "null", "strategy.adalora": "null", "train": "false"}),
     "teacher_gru4rec": ({"tasks": "[ta,rps]", "teacher": "gru4rec"}, {}),
     "teacher_caser": ({"tasks": "[ta,rps]", "teacher": "caser"}, {}),
     "soft100": ({"tasks": "[ta,rps]", "delrec.num_soft_tokens": "100"}, {"delrec.num_soft_tokens": "100"}),
@@ -399,7 +401,7 @@ def _write(work: Path, rows: list[dict]) -> None:
     os.replace(tmp, work / "results.md")
 
 
-PAIRED_AGAINST = ("random (expected)", "popularity", "sr_alone (SASRec)", "no_stage1", "no_adalora")
+PAIRED_AGAINST = ("random (expected)", "popularity", "sr_alone (SASRec)", "no_stage1", "no_adalora", "frozen_llm")
 
 
 def paired_lines(frame: pd.DataFrame) -> list[str]:
