@@ -9,6 +9,9 @@ while it evaluated lost its training row (``train/seconds_per_step``, ``train/lo
 - a resumed run keeps the rows logged before its checkpoint and drops those logged after it (their ``step`` is at
   least the checkpoint's ``global_step``), which it logs again as it redoes that work
   (``ResumeCheckpoints.on_load_checkpoint`` calls ``forget_from_step``).
+
+Resumed from a checkpoint inside an epoch, that epoch's means of training metrics cover only the batches since the
+checkpoint: Lightning does not checkpoint running means (``tests/test_faults_run.py`` compares everything else).
 """
 
 from __future__ import annotations
