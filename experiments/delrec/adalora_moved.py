@@ -1,6 +1,7 @@
 """Did stage 2 move AdaLoRA? The singular values (``lora_E``) of a finished stage-2 run's last checkpoint: how many
 the budget schedule kept (non-zero) and their size. They start at exactly 0, so 0 everywhere means no change.
-(``checkpoints/last.ckpt``, else the run's latest ``epoch*.ckpt``: an archived finished run keeps only the latter.)
+(The run's latest ``epoch*.ckpt``, else ``last.ckpt``: the same weights at the end of a finished run without
+validation; an archived finished run keeps only the former.)
 
     python experiments/delrec/adalora_moved.py experiments/delrec/work/study/seed1/delrec [...]
 """
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import torch
 
+from rdrec.methods.delrec.sr_model import best_checkpoint
 from rdrec.utils.checkpoints import load_checkpoint
 
 for run in map(Path, sys.argv[1:]):
-    found = sorted((run / "checkpoints").glob("epoch*.ckpt"))
-    ckpt = run / "checkpoints" / "last.ckpt"
-    state = load_checkpoint(ckpt if ckpt.is_file() or not found else found[-1])
+    state = load_checkpoint(best_checkpoint(run))
     values = torch.cat([v.flatten() for k, v in state["state_dict"].items() if "lora_E" in k])
     if not len(values):
         sys.exit(f"{run}: no AdaLoRA singular values (lora_E) in its checkpoint")

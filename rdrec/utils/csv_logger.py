@@ -17,7 +17,6 @@ checkpoint: Lightning does not checkpoint running means (``tests/test_faults_run
 from __future__ import annotations
 
 import csv
-from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -39,19 +38,12 @@ class _ContinuedWriter(ExperimentWriter):
             return
         with self._fs.open(self.metrics_file_path, "r", newline="") as f:
             rows = list(csv.DictReader(f))
-        kept = [r for r in rows if _step(r) < step]
+        kept = [r for r in rows if float(r["step"] or 0) < step]
         if len(kept) < len(rows):
             with atomic_file(self.metrics_file_path, "w") as f:  # (csv ends lines itself: \r\n, as Lightning)
                 writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
                 writer.writeheader()
                 writer.writerows(kept)
-
-
-def _step(row: dict[str, Any]) -> float:
-    try:
-        return float(row.get("step") or 0)
-    except ValueError:
-        return 0.0
 
 
 class CSVLogger(LightningCSVLogger):
